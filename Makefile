@@ -1,0 +1,33 @@
+# The README's two commands: `make repro` (install, then run the pipeline) and `make test` (install, then the tests).
+# Both create or reuse .venv and put it first on PATH, so the `python` in dvc.yaml is the venv's.
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+.PHONY: install repro test lint bench clean-venv
+
+$(STAMP): pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+repro: $(STAMP)
+	dvc repro
+
+test: $(STAMP)
+	ruff check .
+	python -m pytest
+
+lint: $(STAMP)
+	ruff check .
+
+bench: $(STAMP)
+	python benchmarks/data.py
+	python benchmarks/train_step.py
+	python benchmarks/evaluate.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,148 @@
+"""DenseDepth: a DenseNet-169 encoder and an upsampling decoder with skip connections (report Table 1).
+
+Shapes for a (B, 3, 480, 640) input with `downsample=True` (report Table 1); without downsampling every encoder and
+decoder map is 4x larger on each side and the output is (B, 1, 240, 320):
+
+    input            (B,    3, 480, 640)
+    DOWNSAMPLE       (B,    3, 120, 160)   MaxPool2d(4)
+    CONV1  relu0     (B,   64,  60,  80)
+    POOL1  pool0     (B,   64,  30,  40)
+    POOL2  trans1    (B,  128,  15,  20)
+    POOL3  trans2    (B,  256,   7,  10)
+    norm5            (B, 1664,   3,   5)   -> relu -> CONV2 1x1   (B, 1664, 3, 5)
+    UP1..UP4         (B,  832,   7,  10) (B, 416, 15, 20) (B, 208, 30, 40) (B, 104, 60, 80)
+    CONV3            (B,    1,  60,  80)
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models import DenseNet169_Weights, densenet169
+
+#: Encoder layers (names in torchvision's `densenet169().features`) whose outputs feed the decoder, shallow to deep.
+SKIP_LAYERS = ("relu0", "pool0", "transition1", "transition2")
+#: Channels of the bottleneck and of each decoder block's output (report Table 1).
+BOTTLENECK_CHANNELS = 1664
+DECODER_CHANNELS = (832, 416, 208, 104)
+SKIP_CHANNELS = (256, 128, 64, 64)  # the skips in decoder order: transition2, transition1, pool0, relu0
+LEAKY_SLOPE = 0.2
+INPUT_POOL = 4
+PRETRAINED_WEIGHTS = DenseNet169_Weights.IMAGENET1K_V1
+
+# Old torchvision checkpoints (the ImageNet file among them) say "norm.1" where the module says "norm1".
+_LEGACY_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.([12]\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$"
+)
+
+
+class PretrainedWeightsUnavailable(RuntimeError):
+    """The ImageNet weights file is neither cached nor downloadable."""
+
+
+class UpBlock(nn.Module):
+    """Upsample bilinearly to the skip's size, concatenate the skip, then (conv3x3 + LeakyReLU) twice."""
+
+    def __init__(self, in_channels: int, skip_channels: int, out_channels: int):
+        super().__init__()
+        self.conv_a = nn.Conv2d(in_channels + skip_channels, out_channels, kernel_size=3, padding=1)
+        self.conv_b = nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        """x (B, C_in, h, w), skip (B, C_skip, H, W) -> (B, C_out, H, W)."""
+        x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=True)
+        x = torch.cat([x, skip], dim=1)  # (B, C_in + C_skip, H, W)
+        x = F.leaky_relu(self.conv_a(x), LEAKY_SLOPE)
+        return F.leaky_relu(self.conv_b(x), LEAKY_SLOPE)
+
+
+class DenseDepth(nn.Module):
+    """Monocular depth network of Alhashim & Wonka, as specified in the report's Table 1.
+
+    Input (B, 3, H, W) RGB in [0, 1] (no ImageNet normalisation, as in the paper); output (B, 1, H/8, W/8) with
+    `downsample=True`, (B, 1, H/2, W/2) otherwise, in the training target space of `depthcore.loss`.
+    """
+
+    def __init__(self, downsample: bool = True, *, pretrained: bool = False, freeze_encoder: bool = False):
+        super().__init__()
+        self.downsample = downsample
+        self.freeze_encoder = freeze_encoder
+        self.encoder = densenet169(weights=None).features
+        if pretrained:
+            load_pretrained_encoder(self.encoder)
+        self.conv2 = nn.Conv2d(BOTTLENECK_CHANNELS, BOTTLENECK_CHANNELS, kernel_size=1)
+        blocks, in_channels = [], BOTTLENECK_CHANNELS
+        for skip_channels, out_channels in zip(SKIP_CHANNELS, DECODER_CHANNELS):
+            blocks.append(UpBlock(in_channels, skip_channels, out_channels))
+            in_channels = out_channels
+        self.up = nn.ModuleList(blocks)
+        self.conv3 = nn.Conv2d(in_channels, 1, kernel_size=3, padding=1)
+        if freeze_encoder:
+            self.encoder.requires_grad_(False)
+            self.encoder.eval()
+
+    def train(self, mode: bool = True) -> DenseDepth:
+        """Like `nn.Module.train`, but a frozen encoder stays in eval mode so its BatchNorm statistics never move."""
+        super().train(mode)
+        if self.freeze_encoder:
+            self.encoder.eval()
+        return self
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """x (B, 3, H', W') -> bottleneck (B, 1664, H'/32, W'/32) and the skips, deepest first (Table 1 order).
+
+        The encoder's last layer is `norm5`, so the loop ends on the bottleneck.
+        """
+        skips = []
+        for name, layer in self.encoder.named_children():
+            x = layer(x)
+            if name in SKIP_LAYERS:
+                skips.append(x)
+        return x, skips[::-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, 3, H, W) in [0, 1] -> depth in target space, (B, 1, H/8, W/8) or (B, 1, H/2, W/2)."""
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected an input of shape (B, 3, H, W), got {tuple(x.shape)}")
+        if self.downsample:
+            x = F.max_pool2d(x, INPUT_POOL)  # (B, 3, H/4, W/4)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_encoder):
+            bottleneck, skips = self.encode(x)
+        x = self.conv2(F.relu(bottleneck))  # (B, 1664, H'/32, W'/32)
+        for block, skip in zip(self.up, skips):
+            x = block(x, skip)
+        return self.conv3(x)  # (B, 1, H'/2, W'/2)
+
+
+def pretrained_weights_path() -> Path:
+    """Where torchvision caches the ImageNet DenseNet-169 file: $TORCH_HOME/hub/checkpoints/densenet169-b2777c0a.pth."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(PRETRAINED_WEIGHTS.url).name
+
+
+def load_pretrained_encoder(encoder: nn.Module) -> None:
+    """Load the ImageNet weights into `encoder` (torchvision's densenet169 `features`), downloading them if not cached.
+
+    Raises `PretrainedWeightsUnavailable` when the file is neither cached nor downloadable; never falls back silently.
+    """
+    path = pretrained_weights_path()
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            torch.hub.download_url_to_file(PRETRAINED_WEIGHTS.url, str(path), progress=True)
+        except Exception as err:  # any failure to fetch ends the same way, with its cause kept
+            raise PretrainedWeightsUnavailable(
+                f"pretrained DenseNet-169 weights not found: expected {path.name} in {path.parent}, and downloading "
+                f"{PRETRAINED_WEIGHTS.url} failed ({type(err).__name__}: {err}). Either put {path.name} in "
+                f"{path.parent} (or point TORCH_HOME at a directory whose hub/checkpoints holds it), or set "
+                "model.pretrained=false to train from random weights."
+            ) from err
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    features = {}
+    for key, value in state.items():
+        if key.startswith("features."):
+            features[_LEGACY_KEY.sub(r"\1\2", key.removeprefix("features."))] = value
+    encoder.load_state_dict(features)

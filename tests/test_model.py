@@ -1,0 +1,164 @@
+"""depthcore.model: Table 1 shapes, both downsample modes, frozen encoder, pretrained loading and its error."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+import torch
+from torchvision.models import densenet169
+
+from depthcore.model import DenseDepth, PretrainedWeightsUnavailable, pretrained_weights_path
+
+# Report Table 1 at a 480x640 input with downsampling: (channels, height, width).
+TABLE1 = {
+    "DOWNSAMPLE": (3, 120, 160),
+    "CONV1": (64, 60, 80),
+    "POOL1": (64, 30, 40),
+    "POOL2": (128, 15, 20),
+    "POOL3": (256, 7, 10),
+    "CONV2": (1664, 3, 5),
+    "CONCAT1": (1920, 7, 10),
+    "UP1": (832, 7, 10),
+    "CONCAT2": (960, 15, 20),
+    "UP2": (416, 15, 20),
+    "CONCAT3": (480, 30, 40),
+    "UP3": (208, 30, 40),
+    "CONCAT4": (272, 60, 80),
+    "UP4": (104, 60, 80),
+    "CONV3": (1, 60, 80),
+}
+
+
+@pytest.fixture(scope="module")
+def model() -> DenseDepth:
+    torch.manual_seed(0)
+    return DenseDepth(downsample=True).eval()
+
+
+def test_every_table1_shape_at_480x640(model):
+    seen = {}
+
+    def output_hook(name):
+        return lambda module, inputs, output: seen.__setitem__(name, tuple(output.shape[1:]))
+
+    def input_hook(name):
+        return lambda module, inputs: seen.__setitem__(name, tuple(inputs[0].shape[1:]))
+
+    enc = model.encoder
+    handles = [
+        enc.conv0.register_forward_pre_hook(input_hook("DOWNSAMPLE")),
+        enc.relu0.register_forward_hook(output_hook("CONV1")),
+        enc.pool0.register_forward_hook(output_hook("POOL1")),
+        enc.transition1.register_forward_hook(output_hook("POOL2")),
+        enc.transition2.register_forward_hook(output_hook("POOL3")),
+        model.conv2.register_forward_hook(output_hook("CONV2")),
+        model.conv3.register_forward_hook(output_hook("CONV3")),
+    ]
+    for i, block in enumerate(model.up, start=1):
+        handles.append(block.conv_a.register_forward_pre_hook(input_hook(f"CONCAT{i}")))
+        handles.append(block.register_forward_hook(output_hook(f"UP{i}")))
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, 480, 640))
+    for handle in handles:
+        handle.remove()
+    assert seen == TABLE1
+    assert out.shape == (1, 1, 60, 80)
+
+
+def test_output_is_half_resolution_without_downsampling():
+    model = DenseDepth(downsample=False).eval()
+    with torch.no_grad():
+        out = model(torch.rand(2, 3, 96, 128))
+    assert out.shape == (2, 1, 48, 64)
+
+
+def test_rejects_input_that_is_not_rgb_batch(model):
+    with pytest.raises(ValueError, match=r"expected an input of shape \(B, 3, H, W\), got \(1, 1, 64, 64\)"):
+        model(torch.rand(1, 1, 64, 64))
+
+
+def _bn_stats(module: torch.nn.Module) -> list[torch.Tensor]:
+    return [m.running_mean.clone() for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+
+
+def _one_step(model: DenseDepth) -> None:
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    loss = model(torch.rand(2, 3, 256, 320)).abs().mean()
+    loss.backward()
+    optimizer.step()
+
+
+def test_frozen_encoder_gets_no_gradient_and_builds_no_graph():
+    model = DenseDepth(freeze_encoder=True)
+    skips = []
+    model.encoder.transition1.register_forward_hook(lambda m, i, o: skips.append(o))
+    model.train()
+    model(torch.rand(2, 3, 256, 320)).mean().backward()
+    assert skips[0].grad_fn is None and not skips[0].requires_grad
+    assert all(p.grad is None for p in model.encoder.parameters())
+    decoder = [model.conv2, model.conv3, *model.up]
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for m in decoder for p in m.parameters())
+
+
+def test_unfrozen_encoder_gets_gradient():
+    model = DenseDepth(freeze_encoder=False)
+    model(torch.rand(2, 3, 256, 320)).mean().backward()
+    assert model.encoder.conv0.weight.grad is not None
+    assert model.encoder.conv0.weight.grad.abs().sum() > 0
+
+
+def test_frozen_batchnorm_statistics_do_not_move():
+    frozen = DenseDepth(freeze_encoder=True)
+    before = _bn_stats(frozen.encoder)
+    _one_step(frozen)
+    assert not frozen.encoder.training
+    assert all(torch.equal(a, b) for a, b in zip(before, _bn_stats(frozen.encoder)))
+    # The same step on a trainable encoder does move them, so the check above can fail.
+    trainable = DenseDepth(freeze_encoder=False)
+    before = _bn_stats(trainable.encoder)
+    _one_step(trainable)
+    assert not all(torch.equal(a, b) for a, b in zip(before, _bn_stats(trainable.encoder)))
+
+
+def _legacy_name(key: str) -> str:
+    """Rename 'denselayerN.norm1.weight' to the ImageNet file's old 'denselayerN.norm.1.weight'."""
+    for part in ("norm", "relu", "conv"):
+        for idx in ("1", "2"):
+            key = key.replace(f".{part}{idx}.", f".{part}.{idx}.")
+    return key
+
+
+def test_pretrained_loads_exactly_the_cached_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    torch.manual_seed(123)
+    reference = densenet169(weights=None).state_dict()
+    path = pretrained_weights_path()
+    assert path.name == "densenet169-b2777c0a.pth" and path.parent == tmp_path / "hub" / "checkpoints"
+    path.parent.mkdir(parents=True)
+    torch.save({_legacy_name(k): v for k, v in reference.items()}, path)
+    torch.manual_seed(999)  # a different random init, so equality below comes from the file
+    model = DenseDepth(pretrained=True)
+    loaded = model.encoder.state_dict()
+    expected = {k.removeprefix("features."): v for k, v in reference.items() if k.startswith("features.")}
+    assert loaded.keys() == expected.keys()
+    assert all(torch.equal(loaded[k], expected[k]) for k in expected)
+
+
+def test_missing_weights_without_network_says_what_to_do(tmp_path, monkeypatch):
+    with socket.socket() as sock:  # a local port with nothing listening: every proxied connection is refused
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.setenv(var, f"http://127.0.0.1:{port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(PretrainedWeightsUnavailable) as info:
+        DenseDepth(pretrained=True)
+    message = str(info.value)
+    assert "densenet169-b2777c0a.pth" in message
+    assert str(tmp_path / "hub" / "checkpoints") in message
+    assert "model.pretrained=false" in message
+    assert not pretrained_weights_path().exists()
