@@ -1,0 +1,200 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from depthcore.data import ShardDataset, make_loader
+from depthcore.shards import ShardError, write_shards
+
+H, W, N = 4, 6, 7
+IDENTITY = (0, 1, 2)
+
+
+class PatternReader:
+    """Images whose pixels say where they are, so that misaligned image and depth are detectable.
+
+    rgb channel k of pixel (r, c) is 40 c + 8 r + k (any channel order keeps min = 40 c + 8 r);
+    depth is (1000 + 100 i + 10 r + c) mm exactly; raw depth has holes (0) in column 0 and at (0, 1).
+    """
+
+    def __len__(self) -> int:
+        return N
+
+    def __getitem__(self, i):
+        r, c = np.mgrid[0:H, 0:W]
+        rgb = np.stack([40 * c + 8 * r + k for k in range(3)], axis=-1).astype(np.uint8)
+        return rgb, ((1000 + 100 * i + 10 * r + c) / 1000).astype(np.float32)
+
+    def raw_depth(self, i):
+        raw = self[i][1].copy()
+        raw[:, 0] = 0
+        raw[0, 1] = 0
+        return raw
+
+
+@pytest.fixture(scope="module")
+def shard_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data") / "shards"
+    splits = {"train": np.arange(N), "val": np.array([], dtype=np.int64)}
+    write_shards(PatternReader(), splits, out, shard_size=3, provenance={"source": "pattern"})
+    return out
+
+
+def decode(sample: dict, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(row, column) as read from the rgb, and (row, column) as read from the depth, each (H, W)."""
+    v = np.rint(sample["rgb"].numpy() * 255).astype(int).min(axis=0)
+    mm = np.rint(sample["depth"][0].numpy() * 1000).astype(int) - 1000 - 100 * i
+    return v % 40 // 8, v // 40, mm // 10, mm % 10
+
+
+def test_item_without_augmentation_matches_the_source(shard_dir):
+    ds = ShardDataset(shard_dir, "train")
+    assert len(ds) == N and ds.source_indices == list(range(N))
+    for i in range(N):
+        sample = ds[i]
+        rgb, depth = PatternReader()[i]
+        assert sample["rgb"].shape == (3, H, W) and sample["rgb"].dtype == torch.float32
+        assert sample["depth"].shape == (1, H, W) and sample["depth"].dtype == torch.float32
+        assert sample["raw_depth"].shape == (1, H, W) and sample["raw_depth"].dtype == torch.float32
+        assert np.array_equal(sample["rgb"].numpy(), rgb.transpose(2, 0, 1).astype(np.float32) / np.float32(255))
+        assert np.abs(sample["depth"][0].numpy() - depth).max() <= 1e-6  # whole millimetres: exact up to float32
+        assert np.array_equal(sample["raw_depth"][0].numpy() == 0, PatternReader().raw_depth(i) == 0)
+        assert sample["index"] == i
+
+
+def test_augmentation_keeps_image_and_depth_aligned(shard_dir):
+    ds = ShardDataset(shard_dir, "train", augment=True, seed=5)
+    flipped = []
+    for epoch in range(4):
+        ds.set_epoch(epoch)
+        for i in range(N):
+            sample = ds[i]
+            r_rgb, c_rgb, r_depth, c_depth = decode(sample, i)
+            assert np.array_equal(r_rgb, r_depth) and np.array_equal(c_rgb, c_depth)
+            holes = (c_depth == 0) | ((r_depth == 0) & (c_depth == 1))
+            raw = sample["raw_depth"][0]
+            assert np.array_equal((raw == 0).numpy(), holes)
+            assert torch.equal(raw[~torch.from_numpy(holes)], sample["depth"][0][~torch.from_numpy(holes)])
+            flipped.append(bool(c_depth[0, 0] == W - 1))
+    assert 0 < sum(flipped) < len(flipped)  # both cases were seen
+
+
+def test_flip_mirrors_every_array(shard_dir):
+    plain = ShardDataset(shard_dir, "train")[2]
+    sample = ShardDataset(shard_dir, "train", augment=True, flip_p=1.0, channel_swap_p=0.0)[2]
+    for key in ("rgb", "depth", "raw_depth"):
+        assert torch.equal(sample[key], plain[key].flip(-1)), key
+
+
+def test_channel_permutation_keeps_depth_and_changes_colours(shard_dir):
+    plain = ShardDataset(shard_dir, "train")
+    ds = ShardDataset(shard_dir, "train", augment=True, flip_p=0.0, channel_swap_p=1.0, seed=1)
+    seen = set()
+    for epoch in range(3):
+        ds.set_epoch(epoch)
+        for i in range(N):
+            sample, reference = ds[i], plain[i]
+            assert torch.equal(sample["depth"], reference["depth"])
+            assert torch.equal(sample["raw_depth"], reference["raw_depth"])
+            orders = [
+                p
+                for p in ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))
+                if torch.equal(sample["rgb"], reference["rgb"][list(p)])
+            ]
+            assert len(orders) == 1 and orders[0] != IDENTITY
+            seen.add(orders[0])
+    assert len(seen) >= 3
+
+
+def test_augmentation_rates_follow_the_probabilities(shard_dir):
+    ds = ShardDataset(shard_dir, "train", augment=True, flip_p=0.5, channel_swap_p=0.25)
+    draws = [ds.draw(i) for i in range(4000)]
+    flips = np.mean([flip for flip, _ in draws])
+    swaps = np.mean([order != IDENTITY for _, order in draws])
+    # binomial standard deviations: 0.008 and 0.007
+    assert abs(flips - 0.5) < 0.04 and abs(swaps - 0.25) < 0.035
+
+
+def test_augmentation_depends_on_seed_epoch_and_index_only(shard_dir):
+    a = ShardDataset(shard_dir, "train", augment=True, seed=3)
+    b = ShardDataset(shard_dir, "train", augment=True, seed=3)
+    a.set_epoch(2)
+    b.set_epoch(2)
+    forward = [a[i] for i in range(N)]
+    backward = [b[i] for i in reversed(range(N))][::-1]
+    for x, y in zip(forward, backward, strict=True):
+        assert torch.equal(x["rgb"], y["rgb"]) and torch.equal(x["depth"], y["depth"])
+    assert [a.draw(i) for i in range(N)] == [a.draw(i) for i in range(N)]
+    b.set_epoch(3)
+    assert [a.draw(i) for i in range(N)] != [b.draw(i) for i in range(N)]
+    c = ShardDataset(shard_dir, "train", augment=True, seed=4)
+    c.set_epoch(2)
+    assert [a.draw(i) for i in range(N)] != [c.draw(i) for i in range(N)]
+
+
+def test_loader_batches(shard_dir):
+    ds = ShardDataset(shard_dir, "train", augment=True)
+    batches = list(make_loader(ds, batch_size=3, shuffle=True, seed=0, epoch=1))
+    assert [b["rgb"].shape for b in batches] == [(3, 3, H, W), (3, 3, H, W), (1, 3, H, W)]
+    assert all(b["depth"].shape[1:] == (1, H, W) and b["depth"].dtype == torch.float32 for b in batches)
+    assert all(b["raw_depth"].shape[1:] == (1, H, W) for b in batches)
+    order = torch.cat([b["index"] for b in batches]).tolist()
+    assert sorted(order) == list(range(N))
+    assert ds.epoch == 1
+    dropped = list(make_loader(ds, batch_size=3, shuffle=False, seed=0, drop_last=True))
+    assert [b["index"].tolist() for b in dropped] == [[0, 1, 2], [3, 4, 5]]
+
+
+def test_shuffle_order_is_seeded_by_seed_and_epoch(shard_dir):
+    ds = ShardDataset(shard_dir, "train")
+
+    def order(seed, epoch):
+        return [i for b in make_loader(ds, 2, shuffle=True, seed=seed, epoch=epoch) for i in b["index"].tolist()]
+
+    assert order(0, 0) == order(0, 0)
+    assert order(0, 0) != order(0, 1)
+    assert order(0, 0) != order(1, 0)
+
+
+def test_workers_give_the_same_batches(shard_dir):
+    ds = ShardDataset(shard_dir, "train", augment=True, seed=2)
+    single = list(make_loader(ds, 2, shuffle=True, seed=2, epoch=3, num_workers=0))
+    multi = list(make_loader(ds, 2, shuffle=True, seed=2, epoch=3, num_workers=2))
+    assert len(single) == len(multi) == 4
+    for x, y in zip(single, multi, strict=True):
+        assert all(torch.equal(x[k], y[k]) for k in ("rgb", "depth", "raw_depth", "index"))
+
+
+def test_pin_memory_only_for_cuda(shard_dir):
+    ds = ShardDataset(shard_dir, "train")
+    assert make_loader(ds, 2, shuffle=False, seed=0, device="cuda").pin_memory
+    assert not make_loader(ds, 2, shuffle=False, seed=0, device="cpu").pin_memory
+
+
+def test_empty_split(shard_dir):
+    assert len(ShardDataset(shard_dir, "val")) == 0
+
+
+def test_tampered_shard_is_refused_on_open(tmp_path):
+    out = tmp_path / "shards"
+    write_shards(PatternReader(), {"train": np.arange(N)}, out, shard_size=3, provenance={})
+    path = out / "train" / "train-00001.npz"
+    data = bytearray(path.read_bytes())
+    data[100] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(ShardError, match="train-00001.npz: expected SHA-256 .*dvc repro -f shard"):
+        ShardDataset(out, "train")
+
+
+def test_bad_arguments_are_refused(shard_dir):
+    with pytest.raises(ShardError, match="expected split 'tets' in the manifest"):
+        ShardDataset(shard_dir, "tets")
+    with pytest.raises(ValueError, match="expected a split in \\['train', 'val'\\], got 'tets'"):
+        ShardDataset(shard_dir, "tets", verify=False)
+    with pytest.raises(ValueError, match="flip_p in \\[0, 1\\], got 1.5"):
+        ShardDataset(shard_dir, "train", flip_p=1.5)
+    with pytest.raises(ValueError, match="positive integer batch_size, got 0"):
+        make_loader(ShardDataset(shard_dir, "train"), 0, shuffle=False, seed=0)
+    with pytest.raises(IndexError, match="expected an index in \\[0, 7\\), got 7"):
+        ShardDataset(shard_dir, "train")[7]
