@@ -1,0 +1,85 @@
+"""Where and in which precision the model runs: device, autocast dtype and memory format, decided once."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+#: /proc/cpuinfo flags of CPUs that compute bf16 natively (AVX512-BF16, AMX).
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """The resolved device and autocast dtype (None: plain fp32) and whether inputs go channels_last."""
+
+    device: torch.device
+    dtype: torch.dtype | None
+    channels_last: bool
+
+    @property
+    def precision(self) -> str:
+        return next(name for name, dtype in PRECISIONS.items() if dtype == self.dtype)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Autocast to `dtype` on this device, or nothing for fp32."""
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        """A loss scaler, enabled only for fp16 (bf16 has fp32's range and needs none)."""
+        return torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
+
+    def images(self, x: torch.Tensor) -> torch.Tensor:
+        """Move a (B, C, H, W) batch to the device in the model's memory format."""
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        return x.to(self.device, non_blocking=True, memory_format=fmt)
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks cuda, then mps, then cpu; a named device must be available."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if name not in available:
+        raise ValueError(f"expected train.device to be auto, cpu, cuda or mps, got {name!r}")
+    if not available[name]:
+        raise RuntimeError(f"train.device={name} but no {name} device is available here; use train.device=auto or cpu")
+    return torch.device(name)
+
+
+def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """True when the CPU flags list AVX512-BF16 or AMX-BF16."""
+    try:
+        flags = cpuinfo.read_text()
+    except OSError:
+        return False
+    return any(flag in flags.split() for flag in CPU_BF16_FLAGS)
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """`auto`: bf16 on CUDA with bf16 support (else fp16) and on CPUs with native bf16; else fp32 (mps too)."""
+    if precision != "auto":
+        if precision not in PRECISIONS:
+            raise ValueError(f"expected train.precision auto, fp32, bf16 or fp16, got {precision!r}")
+        return PRECISIONS[precision]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and cpu_has_native_bf16():
+        return torch.bfloat16
+    return None
+
+
+def resolve_runtime(device: str, precision: str, channels_last: bool) -> Runtime:
+    """Resolve the `train.device`, `train.precision` and `train.channels_last` params."""
+    resolved = resolve_device(device)
+    return Runtime(resolved, resolve_precision(precision, resolved), channels_last)

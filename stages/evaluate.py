@@ -1,0 +1,28 @@
+"""Stage evaluate: the trained model on the test split under each protocol; metrics, per-image CSV, image grid."""
+
+from __future__ import annotations
+
+from PIL import Image
+
+from depthcore.atomic import atomic_path
+from depthcore.config import load_config
+from depthcore.evaluate import evaluate_model
+from depthcore.paths import EVAL, EVAL_PLOTS, MODEL, PER_IMAGE, SHARDS
+from depthcore.report import per_image_table, protocol_record, provenance, write_json
+from depthcore.shards import read_manifest
+
+
+def main() -> None:
+    config = load_config()
+    manifest = read_manifest(SHARDS)
+    origin = provenance(config, manifest)
+    accumulators, grid = evaluate_model(config, SHARDS, MODEL)
+    with atomic_path(PER_IMAGE) as tmp:
+        per_image_table(accumulators, manifest["source_indices"]["test"]).to_csv(tmp, index=False, float_format="%.6f")
+    with atomic_path(EVAL_PLOTS / "test_grid.png") as tmp:
+        Image.fromarray(grid).save(tmp, format="PNG")
+    write_json(EVAL, {"provenance": origin, **protocol_record(accumulators, origin)})
+
+
+if __name__ == "__main__":
+    main()

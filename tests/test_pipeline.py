@@ -1,0 +1,94 @@
+"""End to end: the real `dvc repro` on a tiny synthetic dataset in a temporary git clone of the working tree,
+then `dvc exp run -S model.downsample=false` and `dvc metrics diff`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from depthcore.metrics import METRIC_KEYS, PROTOCOLS
+from tests.conftest import ROOT
+
+TINY = {
+    ("data", "synthetic", "num_images"): 10,  # split 8 / 1 / 1
+    ("data", "shard_size"): 4,
+    ("train", "epochs"): 1,
+    ("train", "batch_size"): 4,
+    ("train", "num_workers"): 0,
+    ("train", "num_vis"): 1,
+    ("eval", "batch_size"): 1,
+    ("eval", "num_vis"): 1,
+}
+
+
+def run(args: list[str], cwd: Path) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+def dvc(*args: str, cwd: Path) -> str:
+    return run([sys.executable, "-m", "dvc", *args], cwd)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    """The working tree's tracked and not-ignored files, committed in a new git repository, with TINY params."""
+    dest = tmp_path_factory.mktemp("pipeline") / "repo"
+    listed = run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], ROOT).splitlines()
+    for name in listed:
+        if (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    for path, value in TINY.items():
+        node = params
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for args in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny"]):
+        run(["git", *args], dest)
+    return dest
+
+
+def test_repro_then_variant_then_metrics_diff(repo):
+    dvc("repro", cwd=repo)
+    evaluation = json.loads((repo / "metrics/eval.json").read_text())
+    assert evaluation["provenance"]["source"] == "synthetic"
+    assert evaluation["provenance"]["num_test_images"] == 1
+    for name in PROTOCOLS:
+        assert set(METRIC_KEYS) <= set(evaluation[name])
+        assert 0 <= evaluation[name]["delta1"] <= 1 and evaluation[name]["rms"] > 0
+        assert "synthetic" in evaluation["notes"][name]
+    baselines = json.loads((repo / "metrics/baselines.json").read_text())
+    assert set(baselines) == {"provenance", "random", "mean_depth"}
+    table = pd.read_csv(repo / "metrics/comparison.csv")
+    published = pd.read_csv(repo / "references/published_nyuv2.csv")
+    assert len(table) == len(PROTOCOLS) * 3 + len(published)  # this run and two baselines per protocol
+    assert set(published["method"]) <= set(table["method"])
+    assert "not comparable" in (repo / "metrics/comparison.md").read_text()
+    per_image = pd.read_csv(repo / "metrics/per_image.csv")
+    assert sorted(per_image["protocol"]) == sorted(PROTOCOLS)
+    assert (repo / "plots/eval/test_grid.png").stat().st_size > 0
+    train_log = json.loads((repo / "dvclive/metrics.json").read_text())
+    assert train_log["step"] == 0 and "loss" in train_log["val"]
+    assert "Data and pipelines are up to date" in dvc("status", cwd=repo)
+
+    run(["git", "add", "-A"], repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline run"], repo)
+    dvc("exp", "run", "-S", "model.downsample=false", cwd=repo)
+    assert yaml.safe_load((repo / "params.yaml").read_text())["model"]["downsample"] is False
+    diff = json.loads(dvc("metrics", "diff", "--json", cwd=repo))
+    changed = diff["metrics/eval.json"]
+    assert changed["report.rms"]["old"] != changed["report.rms"]["new"]
+    assert "metrics/baselines.json" not in diff  # the baselines do not depend on the model
