@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -40,17 +42,16 @@ def dvc(*args: str, cwd: Path) -> str:
     return run([sys.executable, "-m", "dvc", *args], cwd)
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    """The working tree's tracked and not-ignored files, committed in a new git repository, with TINY params."""
-    dest = tmp_path_factory.mktemp("pipeline") / "repo"
+def make_repo(dest: Path, overrides: dict) -> Path:
+    """The working tree's tracked and not-ignored files, committed in a new git repository at `dest`, with `overrides`
+    applied to params.yaml."""
     listed = run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], ROOT).splitlines()
     for name in listed:
         if (ROOT / name).is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, dest / name)
     params = yaml.safe_load((dest / "params.yaml").read_text())
-    for path, value in TINY.items():
+    for path, value in overrides.items():
         node = params
         for key in path[:-1]:
             node = node[key]
@@ -59,6 +60,11 @@ def repo(tmp_path_factory) -> Path:
     for args in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny"]):
         run(["git", *args], dest)
     return dest
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    return make_repo(tmp_path_factory.mktemp("pipeline") / "repo", TINY)
 
 
 def test_repro_then_variant_then_metrics_diff(repo):
@@ -92,3 +98,33 @@ def test_repro_then_variant_then_metrics_diff(repo):
     changed = diff["metrics/eval.json"]
     assert changed["report.rms"]["old"] != changed["report.rms"]["new"]
     assert "metrics/baselines.json" not in diff  # the baselines do not depend on the model
+
+
+def test_training_killed_mid_epoch_resumes_to_the_same_metrics(tmp_path):
+    settings = {**TINY, ("train", "epochs"): 2}
+    whole = make_repo(tmp_path / "whole", settings)  # 8 train images in batches of 4: 2 steps per epoch
+    dvc("repro", cwd=whole)
+
+    killed = make_repo(tmp_path / "killed", settings)
+    dvc("repro", "shard", cwd=killed)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dvc", "repro"],
+        cwd=killed,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    checkpoint = killed / "models/checkpoint.pt"
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert checkpoint.exists() and proc.poll() is None, "training ended before its first checkpoint could be seen"
+    os.killpg(proc.pid, signal.SIGKILL)  # epoch 1 saved, epoch 2 (at least 1 s of work) under way
+    proc.wait()
+    assert not (killed / "models/model.pt").exists()
+
+    log = dvc("repro", cwd=killed)
+    assert "resuming from models/checkpoint.pt after epoch 1" in log
+    assert (killed / "metrics/eval.json").read_text() == (whole / "metrics/eval.json").read_text()
