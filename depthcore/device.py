@@ -10,6 +10,7 @@ import torch
 
 #: /proc/cpuinfo flags of CPUs that compute bf16 natively (AVX512-BF16, AMX).
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+CPUINFO = Path("/proc/cpuinfo")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -57,7 +58,7 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+def cpu_has_native_bf16(cpuinfo: Path = CPUINFO) -> bool:
     """True when the CPU flags list AVX512-BF16 or AMX-BF16."""
     try:
         flags = cpuinfo.read_text()
@@ -66,15 +67,18 @@ def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     return any(flag in flags.split() for flag in CPU_BF16_FLAGS)
 
 
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """`auto`: bf16 on CUDA with bf16 support (else fp16) and on CPUs with native bf16; else fp32 (mps too)."""
+def resolve_precision(precision: str, device: torch.device, cpuinfo: Path = CPUINFO) -> torch.dtype | None:
+    """`auto`: bf16 on CUDA with bf16 support (else fp16) and on CPUs with native bf16; else fp32 (mps too).
+
+    Returns the autocast dtype, None for fp32; `cpuinfo` is the file whose flags tell a CPU's bf16 support.
+    """
     if precision != "auto":
         if precision not in PRECISIONS:
             raise ValueError(f"expected train.precision auto, fp32, bf16 or fp16, got {precision!r}")
         return PRECISIONS[precision]
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and cpu_has_native_bf16():
+    if device.type == "cpu" and cpu_has_native_bf16(cpuinfo):
         return torch.bfloat16
     return None
 

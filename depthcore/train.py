@@ -61,8 +61,13 @@ def prepare(model: DenseDepth, runtime: Runtime, compile_model: bool = False) ->
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW over the parameters that train (a frozen encoder's are left out)."""
-    return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
+    """AdamW over the parameters that train (a frozen encoder's are left out), its state fp32 like them.
+
+    Fused: one kernel updates every parameter, instead of a Python loop of small ops per tensor; on the 2-core CPU
+    that takes the optimizer from ~0.18 s to ~0.07 s of a ~1.6 s bf16 step (benchmarks/train_step.py).
+    """
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(trainable, lr=lr, weight_decay=weight_decay, fused=True)
 
 
 def train_step(
