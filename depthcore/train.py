@@ -161,6 +161,7 @@ def fit(
     c, a = config.train, config.augment
     runtime = resolve_runtime(c.device, c.precision, c.channels_last)
     model = build_model(config)
+    net = prepare(model, runtime, c.compile)  # on the device before the optimizer, so resumed state lands there too
     loss_fn = build_loss(config)
     optimizer = make_optimizer(model, c.lr, c.weight_decay)
     scaler = runtime.grad_scaler()
@@ -176,7 +177,6 @@ def fit(
         tqdm.write(f"resuming from {checkpoint_path} after epoch {len(history)}")
         for record in history:
             log(record, None)
-    net = prepare(model, runtime, c.compile)
     train_set = ShardDataset(
         shard_dir, "train", augment=True, flip_p=a.flip_p, channel_swap_p=a.channel_swap_p, seed=config.seed
     )
