@@ -18,11 +18,11 @@ repro: $(STAMP)
 	dvc repro
 
 test: $(STAMP)
-	ruff check .
+	ruff check --no-cache .
 	python -m pytest
 
 lint: $(STAMP)
-	ruff check .
+	ruff check --no-cache .
 
 bench: $(STAMP)
 	python benchmarks/data.py
