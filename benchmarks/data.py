@@ -69,6 +69,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs=2, default=[40, 160], help="two dataset sizes, in images")
     parser.add_argument("--shard-size", type=int, default=8, help="images per shard")
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="loader worker counts to time")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, default=None, help="where to write (default: a temporary folder)")
     parser.add_argument("--step", choices=["synthesis", "sharding", "loader"], help=argparse.SUPPRESS)
@@ -84,7 +85,7 @@ def main() -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         rows = []
         plan = [("synthesis", n, 0) for n in args.sizes] + [("sharding", n, 0) for n in args.sizes]
-        plan += [("loader", max(args.sizes), w) for w in (0, 2)]
+        plan += [("loader", max(args.sizes), w) for w in args.workers]
         for kind, n, workers in plan:
             common = ["--workdir", str(workdir), "--shard-size", str(args.shard_size), "--seed", str(args.seed)]
             record = run_step(common + ["--step", kind, "--num-images", str(n), "--num-workers", str(workers)])
