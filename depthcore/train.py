@@ -74,8 +74,9 @@ def warmup_lr(lr: float, warmup_steps: int, step: int) -> float:
     """The learning rate of optimizer step `step` (0-based, counted over all epochs): linear warm-up to `lr`.
 
     Step k runs at lr * (k + 1) / warmup_steps until it reaches `lr`; 0 warm-up steps means `lr` from the start.
-    Adam's first updates are about lr in size for every weight whatever its gradient, and from a random start at
-    5e-4 they throw the loss up for a few steps (benchmarks/train_step.py --quality); the warm-up keeps them small.
+    Adam's first updates are about lr in size for every weight whatever its gradient; from a random start at 5e-4
+    they threw training off (benchmarks/train_step.py --quality --lr 5e-4, 160 rooms, 5 epochs: final train loss of
+    fp32 / fp32 channels_last / bf16 0.47 / 0.40 / 0.35 without warm-up, 0.31 / 0.30 / 0.29 with 20 steps).
     """
     return lr * min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else lr
 
