@@ -79,7 +79,6 @@ class TrainConfig:
     epochs: int  # passes over the training split
     batch_size: int  # images per optimizer step
     lr: float  # AdamW learning rate
-    warmup_steps: int  # optimizer steps of linear learning-rate warm-up from lr / warmup_steps to lr; 0: none
     weight_decay: float  # AdamW decoupled weight decay
     device: Literal["auto", "cpu", "cuda", "mps"]  # auto: cuda, then mps, then cpu
     precision: Literal["auto", "fp32", "bf16", "fp16"]  # autocast dtype; auto picks what the hardware runs fast

@@ -70,17 +70,6 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> to
     return torch.optim.AdamW(trainable, lr=lr, weight_decay=weight_decay, fused=True)
 
 
-def warmup_lr(lr: float, warmup_steps: int, step: int) -> float:
-    """The learning rate of optimizer step `step` (0-based, counted over all epochs): linear warm-up to `lr`.
-
-    Step k runs at lr * (k + 1) / warmup_steps until it reaches `lr`; 0 warm-up steps means `lr` from the start.
-    Adam's first updates are about lr in size for every weight whatever its gradient; from a random start at 5e-4
-    they threw training off (benchmarks/train_step.py --quality --lr 5e-4, 160 rooms, 5 epochs: final train loss of
-    fp32 / fp32 channels_last / bf16 0.47 / 0.40 / 0.35 without warm-up, 0.31 / 0.30 / 0.29 with 20 steps).
-    """
-    return lr * min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else lr
-
-
 def train_step(
     net: torch.nn.Module,
     batch: dict[str, torch.Tensor],
@@ -212,8 +201,6 @@ def fit(
         total, count = 0.0, 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{c.epochs}", unit="batch", leave=False)
         for step, batch in enumerate(bar):
-            for group in optimizer.param_groups:
-                group["lr"] = warmup_lr(c.lr, c.warmup_steps, epoch * len(loader) + step)
             loss, _ = train_step(net, batch, loss_fn, optimizer, scaler, runtime)
             value = loss.item()
             if not math.isfinite(value):

@@ -13,7 +13,7 @@ from depthcore.loss import DepthLoss
 from depthcore.metrics import depth_errors
 from depthcore.model import DenseDepth
 from depthcore.nyu import NyuMat
-from depthcore.train import NonFiniteLoss, fit, make_optimizer, predict_depth, train_step, warmup_lr
+from depthcore.train import NonFiniteLoss, fit, make_optimizer, predict_depth, train_step
 from tests.conftest import tiny_train_config
 
 
@@ -92,26 +92,6 @@ def test_resume_after_kill_mid_epoch_matches_uninterrupted_run(tmp_path, tiny_sh
     expected, got = _weights(whole / "model.pt"), _weights(resumed / "model.pt")
     assert expected.keys() == got.keys()
     assert all(torch.equal(expected[k], got[k]) for k in expected)
-
-
-def test_warmup_lr_rises_linearly_then_holds():
-    assert [warmup_lr(1e-3, 4, k) for k in range(6)] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
-    assert warmup_lr(1e-3, 0, 0) == 1e-3  # no warm-up
-    assert warmup_lr(1e-3, 1, 0) == 1e-3
-
-
-def test_fit_warms_up_over_steps_of_all_epochs(tmp_path, tiny_shards, monkeypatch):
-    """2 epochs of 2 steps with 3 warm-up steps: lr/3, 2lr/3 in epoch 1, then lr; the step count spans epochs."""
-    lrs = []
-    real = train_module.train_step
-
-    def recording(net, batch, loss_fn, optimizer, *args):
-        lrs.append(optimizer.param_groups[0]["lr"])
-        return real(net, batch, loss_fn, optimizer, *args)
-
-    monkeypatch.setattr(train_module, "train_step", recording)
-    _run(tmp_path, tiny_shards, tiny_train_config(**{"train.lr": 3e-3, "train.warmup_steps": 3}))
-    assert lrs == pytest.approx([1e-3, 2e-3, 3e-3, 3e-3])
 
 
 def test_checkpoint_from_other_params_is_ignored(tmp_path, tiny_shards, monkeypatch):
