@@ -28,6 +28,7 @@ bench: $(STAMP)
 	python benchmarks/data.py
 	python benchmarks/train_step.py
 	python benchmarks/evaluate.py
+	python benchmarks/epoch.py
 
 clean-venv:
 	rm -rf $(VENV)

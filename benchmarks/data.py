@@ -6,7 +6,9 @@ of Python and numpy allocations (tracemalloc) during `write_shards`: the writer'
 depend on the number of images. RSS growth also holds the reader's HDF5 chunk caches, which fill up over the
 first few dozen images and then stay flat; pick sizes past that to compare RSS. Loader rows time one full
 augmented epoch over the train split of the largest set, worker start-up included (workers are not
-persistent); their RSS is the main process's only.
+persistent: each epoch starts its own), and apart from that the time to the first batch (start-up, paid once per
+epoch) and the images/s after it, the rate the loader keeps up while training runs; their RSS is the main
+process's only.
 
     python benchmarks/data.py --sizes 40 160
 """
@@ -58,11 +60,17 @@ def step(kind: str, path: Path, num_images: int, shard_size: int, num_workers: i
         dataset = ShardDataset(path / f"shards-{num_images}", "train", augment=True, seed=seed)
         t0 = time.perf_counter()  # shard verification (hashing) is a one-off, not loader speed
         loader = make_loader(dataset, 8, shuffle=True, seed=seed, epoch=0, num_workers=num_workers)
-        count = sum(len(batch["rgb"]) for batch in loader)
+        batches = iter(loader)
+        count = len(next(batches)["rgb"])
+        first = time.perf_counter() - t0  # worker start-up and the first batch: once per epoch
+        steady = count
+        count += sum(len(batch["rgb"]) for batch in batches)
+        steady = (count - steady) / (time.perf_counter() - t0 - first)
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     growth = (peak - start_rss) / MIB
-    return {"images": count, "seconds": seconds, "peak_mib": peak / MIB, "growth_mib": growth, "traced_mib": traced}
+    record = {"images": count, "seconds": seconds, "peak_mib": peak / MIB, "growth_mib": growth, "traced_mib": traced}
+    return record | ({"first_batch_s": first, "steady_img_s": steady} if kind == "loader" else {})
 
 
 def main() -> None:
@@ -99,9 +107,12 @@ def main() -> None:
                     f"{record['peak_mib']:.0f}",
                     f"{record['growth_mib']:.0f}",
                     "" if record["traced_mib"] is None else f"{record['traced_mib']:.1f}",
+                    f"{record['first_batch_s']:.2f}" if kind == "loader" else "",
+                    f"{record['steady_img_s']:.1f}" if kind == "loader" else "",
                 ]
             )
-        print_table(["step", "images", "seconds", "images/s", "peak RSS MiB", "growth MiB", "traced MiB"], rows)
+        headers = ["step", "images", "seconds", "images/s", "peak RSS MiB", "growth MiB", "traced MiB"]
+        print_table(headers + ["first batch s", "images/s after it"], rows)
 
 
 def print_table(headers: list[str], rows: list[list]) -> None:
