@@ -130,9 +130,13 @@ def fingerprint(config: Config, manifest: dict) -> str:
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save that leaves either the complete new file or the old one."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    """torch.save that leaves either the complete new file or the old one; equal objects give equal bytes.
+
+    torch.save names the archive inside the file after the file it is given, here a randomly named temporary file;
+    through an open file object it is always "archive", so a rerun writes the same bytes (and DVC the same hash).
+    """
+    with atomic_path(path) as tmp, tmp.open("wb") as file:
+        torch.save(obj, file)
 
 
 def load_checkpoint(path: Path, expected_fingerprint: str) -> dict | None:

@@ -92,6 +92,8 @@ def test_resume_after_kill_mid_epoch_matches_uninterrupted_run(tmp_path, tiny_sh
     expected, got = _weights(whole / "model.pt"), _weights(resumed / "model.pt")
     assert expected.keys() == got.keys()
     assert all(torch.equal(expected[k], got[k]) for k in expected)
+    # byte for byte, so that DVC records the same hash for a rerun
+    assert (whole / "model.pt").read_bytes() == (resumed / "model.pt").read_bytes()
 
 
 def test_checkpoint_from_other_params_is_ignored(tmp_path, tiny_shards, monkeypatch):
