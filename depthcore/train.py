@@ -3,8 +3,8 @@
 A checkpoint (`models/checkpoint.pt`) is written atomically after every epoch with the model, optimizer and scaler
 state, the epoch and the per-epoch history. Shuffle order and augmentation are functions of (seed, epoch, index)
 (depthcore.data), so a run killed mid-epoch and started again resumes from the last complete epoch and, on the CPU,
-ends with exactly the weights of a run that was never interrupted. A checkpoint made with other settings or other
-data (its fingerprint differs) is ignored and training starts afresh.
+ends with exactly the weights of a run that was never interrupted. A checkpoint made with other settings, other
+data or other training code (its fingerprint differs) is ignored and training starts afresh.
 """
 
 from __future__ import annotations
@@ -31,6 +31,9 @@ from depthcore.visualize import depth_grid
 
 #: Params that do not change the trained weights, left out of the checkpoint fingerprint: more epochs continue a run.
 NOT_FINGERPRINTED = {"train": ("epochs", "num_workers", "num_vis")}
+#: The modules of this package whose code determines the trained weights, part of the checkpoint fingerprint.
+TRAINING_CODE = ("train", "model", "loss", "data", "device")
+PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 #: rgb (B, 3, H, W) in [0, 1] -> depth (B, 1, H, W) in metres at the input's resolution.
@@ -118,14 +121,19 @@ def validation_loss(
     return total / count
 
 
-def fingerprint(config: Config, manifest: dict) -> str:
-    """SHA-256 of everything that determines the trained weights: the params (less NOT_FINGERPRINTED) and the shards."""
+def fingerprint(config: Config, manifest: dict, code_dir: Path = PACKAGE_DIR) -> str:
+    """SHA-256 of what determines the trained weights: params (less NOT_FINGERPRINTED), shards and training code.
+
+    The code is the TRAINING_CODE modules' files in `code_dir`, so that a fix to, say, the loss retrains rather than
+    resuming the checkpoint of the old code (DVC reruns the stage on any change to them).
+    """
     params = as_dict(config)
     params.pop("eval")
     for section, keys in NOT_FINGERPRINTED.items():
         for key in keys:
             params[section].pop(key)
-    blob = json.dumps({"params": params, "shards": manifest["shards"]}, sort_keys=True, default=str)
+    code = {name: hashlib.sha256((code_dir / f"{name}.py").read_bytes()).hexdigest() for name in TRAINING_CODE}
+    blob = json.dumps({"params": params, "shards": manifest["shards"], "code": code}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -159,8 +167,10 @@ def fit(
 ) -> list[dict[str, float]]:
     """Train per `config` on `shard_dir`, resuming from `checkpoint_path`; write the final `model_path`.
 
-    `log(epoch_metrics, grid)` is called after every epoch (replayed for epochs restored from a checkpoint, with
-    grid None) so that a resumed run logs exactly what an uninterrupted one does. Returns the per-epoch history.
+    `log(epoch_metrics, grid)` is called after every epoch, and replayed for epochs restored from a checkpoint (grid
+    None but for the last), so that a resumed run logs what an uninterrupted one does: every epoch's metrics, and
+    the grid of the last epoch run or restored, even when the checkpoint already holds every epoch (DVC reruns the
+    stage after a change to a param that the fingerprint leaves out). Returns the per-epoch history.
     """
     c, a = config.train, config.augment
     runtime = resolve_runtime(c.device, c.precision, c.channels_last)
@@ -179,8 +189,6 @@ def fit(
         scaler.load_state_dict(state["scaler"])
         history = state["history"]
         tqdm.write(f"resuming from {checkpoint_path} after epoch {len(history)}")
-        for record in history:
-            log(record, None)
     train_set = ShardDataset(
         shard_dir, "train", augment=True, flip_p=a.flip_p, channel_swap_p=a.channel_swap_p, seed=config.seed
     )
@@ -188,6 +196,15 @@ def fit(
     val_loader = make_loader(
         val_set, c.batch_size, shuffle=False, seed=config.seed, num_workers=c.num_workers, device=runtime.device
     )
+
+    def grid() -> np.ndarray:
+        net.eval()
+        return prediction_grid(
+            lambda rgb: predict_depth(net, rgb, runtime, loss_fn), val_set, c.num_vis, loss_fn.max_depth
+        )
+
+    for i, record in enumerate(history):  # restored epochs: the last one with its grid, the image a run leaves
+        log(record, grid() if i == len(history) - 1 else None)
     tqdm.write(
         f"training on {runtime.device} ({runtime.precision}), {len(train_set)} train / {len(val_set)} val images"
     )
@@ -232,13 +249,7 @@ def fit(
             "fingerprint": fp,
         }
         atomic_save(checkpoint, checkpoint_path)
-        net.eval()
-        log(
-            record,
-            prediction_grid(
-                lambda rgb: predict_depth(net, rgb, runtime, loss_fn), val_set, c.num_vis, loss_fn.max_depth
-            ),
-        )
+        log(record, grid())
     atomic_save({"model": model.state_dict(), "config": as_dict(config), "epoch": len(history)}, model_path)
     return history
 

@@ -13,7 +13,8 @@ from depthcore.loss import DepthLoss
 from depthcore.metrics import depth_errors
 from depthcore.model import DenseDepth
 from depthcore.nyu import NyuMat
-from depthcore.train import NonFiniteLoss, fit, make_optimizer, predict_depth, train_step
+from depthcore.shards import read_manifest
+from depthcore.train import NonFiniteLoss, fingerprint, fit, make_optimizer, predict_depth, train_step
 from tests.conftest import tiny_train_config
 
 
@@ -88,7 +89,7 @@ def test_resume_after_kill_mid_epoch_matches_uninterrupted_run(tmp_path, tiny_sh
     assert len(calls) == 2  # only epoch 2 ran again
     assert history2 == history
     assert [r for r, _ in records2] == [r for r, _ in records]  # epoch 1 replayed to the logger, then epoch 2
-    assert records2[0][1] is None
+    assert np.array_equal(records2[0][1], records[0][1])  # the restored epoch's grid, from the restored weights
     expected, got = _weights(whole / "model.pt"), _weights(resumed / "model.pt")
     assert expected.keys() == got.keys()
     assert all(torch.equal(expected[k], got[k]) for k in expected)
@@ -101,6 +102,32 @@ def test_checkpoint_from_other_params_is_ignored(tmp_path, tiny_shards, monkeypa
     calls = _count_steps(monkeypatch)
     _run(tmp_path, tiny_shards, tiny_train_config(**{"train.epochs": 1, "train.lr": 1e-3}))
     assert len(calls) == 2  # trained from scratch, not resumed
+
+
+def test_a_finished_run_restored_whole_logs_every_epoch_and_the_last_grid(tmp_path, tiny_shards, monkeypatch):
+    """DVC reruns train after a change to, e.g., train.num_vis: nothing to train, but the logs must be complete."""
+    _, records = _run(tmp_path, tiny_shards, tiny_train_config())
+    calls = _count_steps(monkeypatch)
+    _, replayed = _run(tmp_path, tiny_shards, tiny_train_config(**{"train.num_workers": 1}))
+    assert calls == []
+    assert [r for r, _ in replayed] == [r for r, _ in records]
+    assert replayed[0][1] is None and np.array_equal(replayed[1][1], records[1][1])
+
+
+def test_fingerprint_covers_the_training_code_only(tmp_path, tiny_shards):
+    code = tmp_path / "code"
+    code.mkdir()
+    for module in (*train_module.TRAINING_CODE, "visualize"):
+        (code / f"{module}.py").write_bytes((train_module.PACKAGE_DIR / f"{module}.py").read_bytes())
+    config, manifest = tiny_train_config(), read_manifest(tiny_shards)
+    original = fingerprint(config, manifest)
+    assert fingerprint(config, manifest, code) == original
+    with (code / "visualize.py").open("a") as f:
+        f.write("# not training code\n")
+    assert fingerprint(config, manifest, code) == original
+    with (code / "loss.py").open("a") as f:
+        f.write("# a change to the loss\n")
+    assert fingerprint(config, manifest, code) != original
 
 
 def test_more_epochs_continue_a_finished_run(tmp_path, tiny_shards, monkeypatch):
