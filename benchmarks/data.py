@@ -18,26 +18,18 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
-import sys
 import tempfile
 import time
 import tracemalloc
 from pathlib import Path
+
+from common import MIB, print_table, run_child  # beside this script
 
 from depthcore.data import ShardDataset, make_loader
 from depthcore.nyu import NyuMat
 from depthcore.shards import write_shards
 from depthcore.splits import make_splits
 from depthcore.synthetic import write_synthetic_nyu
-
-MIB = 1024  # ru_maxrss is in KiB on Linux
-
-
-def run_step(args: list[str]) -> dict:
-    """Run this script as `--step ...` in a fresh process; return the JSON record it prints."""
-    done = subprocess.run([sys.executable, __file__, *args], check=True, capture_output=True, text=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def step(kind: str, path: Path, num_images: int, shard_size: int, num_workers: int, seed: int) -> dict:
@@ -95,8 +87,9 @@ def main() -> None:
         plan = [("synthesis", n, 0) for n in args.sizes] + [("sharding", n, 0) for n in args.sizes]
         plan += [("loader", max(args.sizes), w) for w in args.workers]
         for kind, n, workers in plan:
-            common = ["--workdir", str(workdir), "--shard-size", str(args.shard_size), "--seed", str(args.seed)]
-            record = run_step(common + ["--step", kind, "--num-images", str(n), "--num-workers", str(workers)])
+            shared = ["--workdir", str(workdir), "--shard-size", str(args.shard_size), "--seed", str(args.seed)]
+            shared += ["--num-workers", str(workers)]
+            record = run_child(__file__, shared + ["--step", kind, "--num-images", str(n)])
             label = f"{kind} ({n}-image set" + (f", batch 8, {workers} workers)" if kind == "loader" else ")")
             rows.append(
                 [
@@ -113,16 +106,6 @@ def main() -> None:
             )
         headers = ["step", "images", "seconds", "images/s", "peak RSS MiB", "growth MiB", "traced MiB"]
         print_table(headers + ["first batch s", "images/s after it"], rows)
-
-
-def print_table(headers: list[str], rows: list[list]) -> None:
-    try:
-        from tabulate import tabulate
-    except ImportError:
-        print("\t".join(headers))
-        print("\n".join("\t".join(str(x) for x in row) for row in rows))
-    else:
-        print(tabulate(rows, headers=headers, tablefmt="github"))
 
 
 if __name__ == "__main__":

@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 import torch
-from data import print_table  # benchmarks/data.py, beside this script
-from train_step import configure, peak_rss_mib, render_shards, run_child
+from common import peak_rss_mib, print_table, render_shards, run_child  # beside this script
+from train_step import configure
 
 from depthcore.shards import read_manifest
 from depthcore.train import fit

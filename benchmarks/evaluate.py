@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 import torch
-from data import print_table  # benchmarks/data.py and train_step.py, beside this script
-from train_step import PATHS, configure, peak_rss_mib, render_shards, run_child
+from common import peak_rss_mib, print_table, render_shards, run_child, runtime_fields  # beside this script
+from train_step import PATHS, configure
 
 from depthcore.data import ShardDataset, make_loader
 from depthcore.device import resolve_runtime
@@ -58,12 +58,7 @@ def measure(path: str, downsample: bool, shard_dir: Path) -> dict:
     t0 = time.perf_counter()
     run_protocols(predict, test, e.protocols, e.batch_size, e.edge_threshold, config.loss.max_depth)
     total_s = time.perf_counter() - t0
-    return {
-        "downsample": downsample,
-        "path": path,
-        "device": runtime.device.type,
-        "precision": runtime.precision,
-        "channels_last": runtime.channels_last,
+    return runtime_fields(path, downsample, runtime) | {
         "protocols": e.protocols,
         "batch_size": e.batch_size,
         "images": len(test),

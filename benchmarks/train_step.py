@@ -26,39 +26,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import torch
-from data import print_table  # benchmarks/data.py, beside this script
+from common import PARAMS, peak_rss_mib, print_table, render_shards, run_child, runtime_fields  # beside this script
 
 from depthcore.config import Config, load_config
 from depthcore.device import resolve_runtime
-from depthcore.nyu import NyuMat
-from depthcore.shards import write_shards
-from depthcore.splits import make_splits
-from depthcore.synthetic import HEIGHT, WIDTH, write_synthetic_nyu
+from depthcore.synthetic import HEIGHT, WIDTH
 from depthcore.train import build_loss, build_model, fit, make_optimizer, prepare, train_step
 
-PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
-MIB = 1024  # ru_maxrss is in KiB on Linux
 PATHS = ("fp32", "default")
 #: (batch size, timed steps, warm-up steps) of the full-resolution model, whatever --steps and --warmup say.
 FULL_RESOLUTION = (2, 2, 1)
 #: --quality's train and val fractions: a large validation split (cheap to run) averages out single images.
 QUALITY_SPLIT = (0.5, 0.4)
-
-
-def run_child(script: str, args: list[str]) -> dict:
-    """Run `script` with `args` in a fresh Python process; return the JSON record it prints last."""
-    done = subprocess.run([sys.executable, script, *args], check=True, capture_output=True, text=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def configure(path: str, downsample: bool | None = None, **train) -> Config:
@@ -68,10 +54,6 @@ def configure(path: str, downsample: bool | None = None, **train) -> Config:
         train = {"precision": "fp32", "channels_last": False, "compile": False} | train
     model = config.model if downsample is None else replace(config.model, downsample=downsample)
     return replace(config, model=model, train=replace(config.train, **train))
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / MIB
 
 
 def measure_steps(path: str, downsample: bool, batch_size: int, steps: int, warmup: int) -> dict:
@@ -101,12 +83,7 @@ def measure_steps(path: str, downsample: bool, batch_size: int, steps: int, warm
         loss, _ = train_step(net, batch, loss_fn, optimizer, scaler, runtime)
         loss.item()  # waits for the step, as fit's progress bar does
         times.append(time.perf_counter() - t0)
-    return {
-        "downsample": downsample,
-        "path": path,
-        "device": runtime.device.type,
-        "precision": runtime.precision,
-        "channels_last": runtime.channels_last,
+    return runtime_fields(path, downsample, runtime) | {
         "compile": path == "default" and c.compile,
         "batch_size": batch_size,
         "warmup_s": sum(times[:warmup]),
@@ -149,16 +126,6 @@ def quality_run(path: str, shard_dir: Path, epochs: int, lr: float, channels_las
         "val_losses": [record["val_loss"] for record in history],
         "peak_rss_mib": peak_rss_mib(),
     }
-
-
-def render_shards(workdir: Path, num_images: int, train_fraction: float, val_fraction: float) -> Path:
-    """Render `num_images` rooms from params.yaml's seed and shard them with a random split of these fractions."""
-    config = load_config(PARAMS)
-    mat = write_synthetic_nyu(workdir / "nyu.mat", num_images, config.seed)
-    splits = make_splits(num_images, "random", config.seed, train_fraction, val_fraction)
-    with NyuMat(mat) as reader:
-        write_shards(reader, splits, workdir / "shards", config.data.shard_size, {"source": "synthetic"})
-    return workdir / "shards"
 
 
 def speed_table(modes: list[bool], steps: int, warmup: int, rounds: int) -> tuple[str, list[str], list[list], dict]:

@@ -1,0 +1,62 @@
+"""What the benchmark scripts share: child processes, peak memory, the rendered set, the runtime's fields, tables."""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+from depthcore.config import load_config
+from depthcore.device import Runtime
+from depthcore.nyu import NyuMat
+from depthcore.shards import write_shards
+from depthcore.splits import make_splits
+from depthcore.synthetic import write_synthetic_nyu
+
+PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+MIB = 1024  # ru_maxrss is in KiB on Linux
+
+
+def run_child(script: str, args: list[str]) -> dict:
+    """Run `script` with `args` in a fresh Python process; return the JSON record it prints last."""
+    done = subprocess.run([sys.executable, script, *args], check=True, capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far, in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / MIB
+
+
+def runtime_fields(path: str, downsample: bool, runtime: Runtime) -> dict:
+    """The fields that say which configuration a record measured."""
+    return {
+        "downsample": downsample,
+        "path": path,
+        "device": runtime.device.type,
+        "precision": runtime.precision,
+        "channels_last": runtime.channels_last,
+    }
+
+
+def render_shards(workdir: Path, num_images: int, train_fraction: float, val_fraction: float) -> Path:
+    """Render `num_images` rooms from params.yaml's seed and shard them with a random split of these fractions."""
+    config = load_config(PARAMS)
+    mat = write_synthetic_nyu(workdir / "nyu.mat", num_images, config.seed)
+    splits = make_splits(num_images, "random", config.seed, train_fraction, val_fraction)
+    with NyuMat(mat) as reader:
+        write_shards(reader, splits, workdir / "shards", config.data.shard_size, {"source": "synthetic"})
+    return workdir / "shards"
+
+
+def print_table(headers: list[str], rows: list[list]) -> None:
+    """A GitHub-markdown table (tab-separated if tabulate is missing)."""
+    try:
+        from tabulate import tabulate
+    except ImportError:
+        print("\t".join(headers))
+        print("\n".join("\t".join(str(x) for x in row) for row in rows))
+    else:
+        print(tabulate(rows, headers=headers, tablefmt="github"))
