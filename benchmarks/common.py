@@ -20,8 +20,13 @@ MIB = 1024  # ru_maxrss is in KiB on Linux
 
 
 def run_child(script: str, args: list[str]) -> dict:
-    """Run `script` with `args` in a fresh Python process; return the JSON record it prints last."""
-    done = subprocess.run([sys.executable, script, *args], check=True, capture_output=True, text=True)
+    """Run `script` with `args` in a fresh Python process; return the JSON record it prints last.
+
+    A failing child raises with the end of its stderr, so that its own error message reaches the user.
+    """
+    done = subprocess.run([sys.executable, script, *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{Path(script).name} {' '.join(args)} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
