@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import platform
 import resource
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import torch
 
 from depthcore.config import load_config
 from depthcore.device import Runtime
@@ -54,6 +58,24 @@ def render_shards(workdir: Path, num_images: int, train_fraction: float, val_fra
     with NyuMat(mat) as reader:
         write_shards(reader, splits, workdir / "shards", config.data.shard_size, {"source": "synthetic"})
     return workdir / "shards"
+
+
+def machine() -> str:
+    """One line naming what a table was measured on, and when: this host's speed drifts, so tables carry it."""
+    cpu, flags = platform.processor() or platform.machine(), set()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                cpu = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    bf16 = " ".join(f for f in ("avx512_bf16", "amx_bf16") if f in flags) or "no native bf16"
+    return (
+        f"{cpu} ({bf16}), {torch.get_num_threads()} threads, torch {torch.__version__},"
+        f" {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+    )
 
 
 def print_table(headers: list[str], rows: list[list]) -> None:

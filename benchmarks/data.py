@@ -23,7 +23,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from common import MIB, print_table, run_child  # beside this script
+from common import MIB, machine, print_table, run_child  # beside this script
 
 from depthcore.data import ShardDataset, make_loader
 from depthcore.nyu import NyuMat
@@ -105,6 +105,7 @@ def main() -> None:
                 ]
             )
         headers = ["step", "images", "seconds", "images/s", "peak RSS MiB", "growth MiB", "traced MiB"]
+        print(machine())
         print_table(headers + ["first batch s", "images/s after it"], rows)
 
 

@@ -7,6 +7,12 @@ training thread, but on a machine with few cores it also competes with the train
 them. Each count runs in its own Python process, `--rounds` times, alternating with the others so that a slow
 spell of a shared machine falls on all of them; the table gives each count's median epoch.
 
+A second table splits each count's median epoch into where its time went, by timing the functions `fit` calls
+(wrapped in the child process): setup (building the model and the datasets, which verify the shards), the training
+steps (the first, with its one-off kernel set-up, apart from the rest), validation, the prediction grid, and the
+checkpoint and model writes. What is left is the training loop outside its steps: waiting for the loader, progress
+bars and logging.
+
     python benchmarks/epoch.py                     # 0, 1 and 2 workers, 160 rendered images
 """
 
@@ -14,27 +20,68 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-from common import peak_rss_mib, print_table, render_shards, run_child  # beside this script
+from common import machine, peak_rss_mib, print_table, render_shards, run_child  # beside this script
 from train_step import configure
 
+import depthcore.train as train_module
 from depthcore.shards import read_manifest
-from depthcore.train import fit
 
 SPLIT = (0.8, 0.1)  # train and val fractions of the rendered set, as in params.yaml
+#: The functions of depthcore.train that one epoch of `fit` spends its time in, by phase of the table.
+PHASES = {
+    "setup": ("build_model", "prepare", "ShardDataset"),
+    "steps": ("train_step",),
+    "validation": ("validation_loss",),
+    "grid": ("prediction_grid",),
+    "writes": ("atomic_save",),
+}
+
+
+def time_calls(name: str, durations: dict[str, list[float]]) -> None:
+    """Replace depthcore.train's `name` with a wrapper that appends each call's seconds to durations[name]."""
+    real = getattr(train_module, name)
+    durations[name] = []
+
+    def timed(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return real(*args, **kwargs)
+        finally:
+            durations[name].append(time.perf_counter() - t0)
+
+    setattr(train_module, name, timed)
 
 
 def one_epoch(shard_dir: Path, num_workers: int, out: Path) -> dict:
-    """Fit one epoch of the default path with `num_workers` loader workers; its wall time."""
+    """Fit one epoch of the default path with `num_workers` loader workers; its wall time and its phases' seconds."""
     config = configure("default", epochs=1, num_workers=num_workers)
+    durations: dict[str, list[float]] = {}
+    for names in PHASES.values():
+        for name in names:
+            time_calls(name, durations)
     t0 = time.perf_counter()
-    fit(config, shard_dir, out / "model.pt", out / "checkpoint.pt", lambda record, grid: None)
-    return {"num_workers": num_workers, "seconds": time.perf_counter() - t0, "peak_rss_mib": peak_rss_mib()}
+    try:
+        train_module.fit(config, shard_dir, out / "model.pt", out / "checkpoint.pt", lambda record, grid: None)
+        seconds = time.perf_counter() - t0
+    finally:
+        shutil.rmtree(out, ignore_errors=True)  # 0.65 GB of weights and checkpoint per run
+    phases = {phase: sum(sum(durations[name]) for name in names) for phase, names in PHASES.items()}
+    steps = durations["train_step"]
+    phases |= {"first_step": steps[0], "later_steps": sum(steps[1:]), "rest": seconds - sum(phases.values())}
+    del phases["steps"]
+    return {
+        "num_workers": num_workers,
+        "seconds": seconds,
+        "phases": phases,
+        "later_step_s": statistics.median(steps[1:]),
+        "peak_rss_mib": peak_rss_mib(),
+    }
 
 
 def main() -> None:
@@ -66,6 +113,10 @@ def main() -> None:
             {
                 "num_workers": w,
                 "epoch_s": seconds,
+                "phases_s": {
+                    phase: statistics.median(run["phases"][phase] for run in done) for phase in done[0]["phases"]
+                },
+                "later_step_s": statistics.median(run["later_step_s"] for run in done),
                 "epochs_s": [run["seconds"] for run in done],
                 "train_img_s": counts["train"] / seconds,
                 "peak_rss_mib": max(run["peak_rss_mib"] for run in done),
@@ -74,8 +125,9 @@ def main() -> None:
     if args.json:
         print(json.dumps({"counts": counts, "rows": records}, indent=1))
         return
+    print(machine())
     print(
-        f"{torch.get_num_threads()} threads, default path, {counts['train']} train / {counts['val']} val images,"
+        f"Default path, {counts['train']} train / {counts['val']} val images,"
         f" median of {args.rounds} epochs (fresh process each, alternating)"
     )
     rows = [
@@ -89,6 +141,13 @@ def main() -> None:
         for r in records
     ]
     print_table(["workers", "epochs s", "median epoch s", "train images/s", "peak RSS MiB (main)"], rows)
+    batch = configure("default").train.batch_size
+    print(f"\nWhere the epoch went, seconds, median over rounds (a later step: batch {batch}, after the first):")
+    names = list(records[0]["phases_s"])
+    rows = [
+        [r["num_workers"], *(f"{r['phases_s'][n]:.1f}" for n in names), f"{r['later_step_s']:.2f}"] for r in records
+    ]
+    print_table(["workers", *(n.replace("_", " ") for n in names), "a later step"], rows)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import peak_rss_mib, print_table, render_shards, run_child, runtime_fields  # beside this script
+from common import machine, peak_rss_mib, print_table, render_shards, run_child, runtime_fields  # beside this script
 from train_step import PATHS, configure
 
 from depthcore.data import ShardDataset, make_loader
@@ -117,7 +117,8 @@ def main() -> None:
         print(json.dumps(records, indent=1))
         return
     first = records[0]
-    print(f"{torch.get_num_threads()} threads, protocols {', '.join(first['protocols'])}, batch {first['batch_size']}")
+    print(machine())
+    print(f"Protocols {', '.join(first['protocols'])}, batch {first['batch_size']}")
     headers = ["downsample", "path", "precision", "channels_last", "images", "seconds", "images/s"]
     print_table(headers + ["forward s", "metrics s", "loader s", "peak RSS MiB"], table(records))
 

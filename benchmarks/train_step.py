@@ -33,7 +33,15 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from common import PARAMS, peak_rss_mib, print_table, render_shards, run_child, runtime_fields  # beside this script
+from common import (  # beside this script
+    PARAMS,
+    machine,
+    peak_rss_mib,
+    print_table,
+    render_shards,
+    run_child,
+    runtime_fields,
+)
 
 from depthcore.config import Config, load_config
 from depthcore.device import resolve_runtime
@@ -169,7 +177,7 @@ def speed_table(modes: list[bool], steps: int, warmup: int, rounds: int) -> tupl
         "speedup": downsampled["default"]["speedup"] if downsampled else None,
         "rows": records,
     }
-    title = f"{torch.get_num_threads()} threads, 480x640 input, s/step the median; speedup: images/s over fp32's"
+    title = "480x640 input, s/step the median; speedup: images/s over fp32's"
     headers = ["downsample", "path", "precision", "channels_last", "compile", "warm-up s", "s/step", "images/s"]
     return title, headers + ["peak RSS MiB", "speedup"], rows, summary
 
@@ -208,7 +216,7 @@ def quality_table(num_images: int, epochs: int, lr: float, workdir: Path) -> tup
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=5, help="timed steps of the downsampled model (batch 8)")
+    parser.add_argument("--steps", type=int, default=15, help="timed steps of the downsampled model (batch 8)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps before them")
     parser.add_argument("--rounds", type=int, default=2, help="fresh processes per configuration, alternating")
     parser.add_argument("--modes", nargs="+", choices=["true", "false"], default=["true", "false"], help="downsample")
@@ -242,6 +250,7 @@ def main() -> None:
     if args.json:
         print(json.dumps(summary, indent=1))
         return
+    print(machine())
     print(title)
     print_table(headers, rows)
 
