@@ -53,11 +53,11 @@ def step(kind: str, path: Path, num_images: int, shard_size: int, num_workers: i
         t0 = time.perf_counter()  # shard verification (hashing) is a one-off, not loader speed
         loader = make_loader(dataset, 8, shuffle=True, seed=seed, epoch=0, num_workers=num_workers)
         batches = iter(loader)
-        count = len(next(batches)["rgb"])
+        first_count = len(next(batches)["rgb"])
         first = time.perf_counter() - t0  # worker start-up and the first batch: once per epoch
-        steady = count
-        count += sum(len(batch["rgb"]) for batch in batches)
-        steady = (count - steady) / (time.perf_counter() - t0 - first)
+        later_count = sum(len(batch["rgb"]) for batch in batches)
+        count = first_count + later_count
+        steady = later_count / (time.perf_counter() - t0 - first)
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     growth = (peak - start_rss) / MIB

@@ -20,7 +20,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
-        yield Path(tmp)
+        yield tmp
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
