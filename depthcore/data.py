@@ -1,48 +1,56 @@
-"""Torch Dataset over the shards, augmentation, and the DataLoader factory.
+"""Torch Dataset over the shards, augmentation, the epoch sampler and the DataLoader factory.
 
 Augmentation (report and paper): a horizontal flip of image, depth and raw depth together with probability
 `flip_p`, and with probability `channel_swap_p` a permutation of the RGB channels drawn uniformly from the
 five that are not the identity (so the colours really change whenever the swap fires). Its randomness is a
-function of (seed, epoch, index) only, never of worker, process or access order: any `num_workers` gives the
-same samples, and a resumed run reproduces them.
+function of (seed, epoch, index) only, never of worker, process or access order: any `num_workers` and any number
+of processes give the same samples, and a resumed run reproduces them.
 
-Use per epoch (a fresh loader each epoch; workers are not persistent, so they always see the current epoch):
+The epoch travels with the index: `EpochSampler` yields (epoch, index) pairs from the main process, so loader
+workers can live for the whole run (`persistent_workers`) and still augment each epoch as its own. One loader
+serves every epoch:
 
     train = ShardDataset("data/shards", "train", augment=True, seed=seed)
+    loader = make_loader(train, batch_size, shuffle=True, seed=seed, num_workers=n, device=d)
     for epoch in range(epochs):
-        loader = make_loader(train, batch_size, shuffle=True, seed=seed, epoch=epoch, num_workers=n, device=d)
+        loader.sampler.set_epoch(epoch)
         for batch in loader:
-            batch["rgb"]  # (B, 3, H, W) float32 in [0, 1]
-            batch["depth"], batch["raw_depth"]  # (B, 1, H, W) float32 metres
+            batch["rgb"]  # (B, 3, H, W) uint8: it becomes float in [0, 1] on the device (`Runtime.images`)
+            batch["depth"]  # (B, 1, H, W) float32 metres; "raw_depth" too when the source has raw depth
+
+Under torchrun each process reads its share of every epoch (`rank`, `world_size`): the epoch's order is cut
+round-robin, so the processes' k-th batches together are the k-th batch of one process with `world_size` times
+the batch size.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
+from depthcore.checks import check_int, check_probability
 from depthcore.shards import open_shard, read_image, read_manifest, verify_shards
 
 # The five non-identity orders of the (R, G, B) channels.
 CHANNEL_PERMUTATIONS = tuple(p for p in itertools.permutations(range(3)) if p != (0, 1, 2))
-_AUGMENT_STREAM, _LOADER_STREAM = (
-    0,
-    1,
-)  # SeedSequence keys: augmentation draws and shuffle order never coincide
+_AUGMENT_STREAM, _LOADER_STREAM = 0, 1  # SeedSequence keys: augmentation draws and shuffle order never coincide
 
 
 class ShardDataset(Dataset):
     """The images of one split of a shard set, as tensors.
 
-    Item i is a dict: `rgb` (3, H, W) float32 in [0, 1], `depth` (1, H, W) float32 metres (holes filled),
-    `raw_depth` (1, H, W) float32 metres (0 = no reading), `index` the position i in the split.
-    `source_indices[i]` is the image's index in the source .mat file.
+    `dataset[i]` is image i as stored; `dataset[(epoch, i)]` is image i augmented as in `epoch` (the same as
+    `dataset[i]` when `augment` is off). An item is a dict: `rgb` (3, H, W) uint8, `depth` (1, H, W) float32 metres
+    (holes filled), `raw_depth` (1, H, W) float32 metres (0 = no reading) when the source has raw depth
+    (`has_raw_depth`), and `index` i. `source_indices[i]` is the image's index in the source.
     """
 
     def __init__(
@@ -55,10 +63,9 @@ class ShardDataset(Dataset):
         seed: int = 0,
         verify: bool = True,
     ) -> None:
-        for name, p in (("flip_p", flip_p), ("channel_swap_p", channel_swap_p)):
-            if not 0 <= p <= 1:
-                raise ValueError(f"expected {name} in [0, 1], got {p!r}")
-        _check_seed("seed", seed)
+        check_probability("flip_p", flip_p)
+        check_probability("channel_swap_p", channel_swap_p)
+        check_int("seed", seed, 0)
         self.shard_dir = Path(shard_dir)
         manifest = verify_shards(self.shard_dir, [split]) if verify else read_manifest(self.shard_dir)
         if split not in manifest["shards"]:
@@ -68,43 +75,40 @@ class ShardDataset(Dataset):
         self.flip_p = flip_p
         self.channel_swap_p = channel_swap_p
         self.seed = seed
-        self.epoch = 0
+        self.has_raw_depth = manifest["has_raw_depth"]
         self.source_indices = manifest["source_indices"][split]
-        self._locations = [
-            (entry["file"], j) for entry in manifest["shards"][split] for j in range(entry["count"])
-        ]
+        self._locations = [(entry["file"], j) for entry in manifest["shards"][split] for j in range(entry["count"])]
         self._open: dict[str, Any] = {}
         self._pid = os.getpid()
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the augmentation draws of `epoch`; call before creating the epoch's loader."""
-        _check_seed("epoch", epoch)
-        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self._locations)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        epoch, i = key if isinstance(key, tuple) else (None, key)
         if not 0 <= i < len(self):
             raise IndexError(f"expected an index in [0, {len(self)}), got {i}")
         file, j = self._locations[i]
-        rgb, depth, raw = read_image(self._shard(file), j)  # (H, W, 3) uint8, (H, W) f32, (H, W) f32
-        if self.augment:
-            flip, order = self.draw(i)
+        rgb, depth, raw = read_image(self._shard(file), j, file)  # (H, W, 3) uint8, (H, W) f32, (H, W) f32 | None
+        if self.augment and epoch is not None:
+            flip, order = self.draw(epoch, i)
             if flip:
-                rgb, depth, raw = rgb[:, ::-1], depth[:, ::-1], raw[:, ::-1]
+                rgb, depth = rgb[:, ::-1], depth[:, ::-1]
+                raw = None if raw is None else raw[:, ::-1]
             if order != (0, 1, 2):
                 rgb = rgb[:, :, list(order)]
-        return {
-            "rgb": torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))).float().div_(255),
-            "depth": torch.from_numpy(np.ascontiguousarray(depth))[None],
-            "raw_depth": torch.from_numpy(np.ascontiguousarray(raw))[None],
+        item = {
+            "rgb": torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))),  # (3, H, W) uint8
+            "depth": torch.from_numpy(np.ascontiguousarray(depth))[None],  # (1, H, W)
             "index": i,
         }
+        if raw is not None:
+            item["raw_depth"] = torch.from_numpy(np.ascontiguousarray(raw))[None]
+        return item
 
-    def draw(self, i: int) -> tuple[bool, tuple[int, int, int]]:
-        """The augmentation of item i this epoch: (flip?, channel order), from (seed, epoch, i) alone."""
-        rng = np.random.default_rng([self.seed, _AUGMENT_STREAM, self.epoch, i])
+    def draw(self, epoch: int, i: int) -> tuple[bool, tuple[int, int, int]]:
+        """The augmentation of item i in `epoch`: (flip?, channel order), from (seed, epoch, i) alone."""
+        rng = np.random.default_rng([self.seed, _AUGMENT_STREAM, epoch, i])
         flip_u, swap_u, pick = rng.random(), rng.random(), int(rng.integers(len(CHANNEL_PERMUTATIONS)))
         order = CHANNEL_PERMUTATIONS[pick] if swap_u < self.channel_swap_p else (0, 1, 2)
         return bool(flip_u < self.flip_p), order
@@ -122,41 +126,77 @@ class ShardDataset(Dataset):
         return {**self.__dict__, "_open": {}}
 
 
+class EpochSampler(Sampler):
+    """One process's (epoch, index) pairs of each epoch; call `set_epoch` before iterating an epoch.
+
+    The epoch's order is a permutation seeded by (seed, epoch) when `shuffle`, else 0..n-1. With `pad` the order is
+    extended by its own first items to a multiple of `world_size`, so that every process gets as many items (the
+    training loader: DDP needs equal step counts); without, the last processes may get one item fewer (validation
+    and test: nothing counted twice). Process `rank` takes every `world_size`-th item from position `rank` on.
+    """
+
+    def __init__(
+        self, size: int, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1, pad: bool = True
+    ) -> None:
+        check_int("seed", seed, 0)
+        check_int("world_size", world_size, 1)
+        check_int("rank", rank, 0, world_size - 1)
+        self.size, self.shuffle, self.seed = size, shuffle, seed
+        self.rank, self.world_size, self.pad = rank, world_size, pad
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = check_int("epoch", epoch, 0)
+
+    def order(self) -> list[int]:
+        """Every process's items of the current epoch, before the cut (padded when `pad`)."""
+        if self.shuffle:
+            state = np.random.SeedSequence([self.seed, _LOADER_STREAM, self.epoch]).generate_state(2, np.uint32)
+            generator = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+            order = torch.randperm(self.size, generator=generator).tolist()
+        else:
+            order = list(range(self.size))
+        if self.pad and order:
+            total = math.ceil(self.size / self.world_size) * self.world_size
+            order = (order * math.ceil(total / self.size))[:total]
+        return order
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter([(self.epoch, i) for i in self.order()[self.rank :: self.world_size]])
+
+    def __len__(self) -> int:
+        if self.pad:
+            return math.ceil(self.size / self.world_size)
+        return len(range(self.rank, self.size, self.world_size))
+
+
 def make_loader(
     dataset: ShardDataset,
     batch_size: int,
     shuffle: bool,
     seed: int,
-    epoch: int = 0,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
     num_workers: int = 0,
     device: str | torch.device = "cpu",
     drop_last: bool = False,
 ) -> DataLoader:
-    """A DataLoader for one epoch: calls `dataset.set_epoch(epoch)`; shuffle order seeded by (seed, epoch).
+    """A DataLoader over `dataset` for every epoch (its `sampler` is an `EpochSampler`: call `set_epoch`).
 
-    Workers are not persistent (each epoch's loader starts its own, which sees the epoch just set); memory is
-    pinned only when `device` is CUDA.
+    Shuffled and padded across processes when `shuffle` (training); in order and unpadded otherwise. Workers persist
+    across epochs; memory is pinned only when `device` is CUDA.
     """
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"expected a positive integer batch_size, got {batch_size!r}")
-    if not isinstance(num_workers, int) or num_workers < 0:
-        raise ValueError(f"expected a non-negative integer num_workers, got {num_workers!r}")
-    _check_seed("seed", seed)
-    dataset.set_epoch(epoch)
-    state = np.random.SeedSequence([seed, _LOADER_STREAM, epoch]).generate_state(2, dtype=np.uint32)
-    generator = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+    check_int("batch_size", batch_size, 1)
+    check_int("num_workers", num_workers, 0)
+    sampler = EpochSampler(len(dataset), shuffle, seed, rank, world_size, pad=shuffle)
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        sampler=sampler,
         num_workers=num_workers,
         pin_memory=torch.device(device).type == "cuda",
         drop_last=drop_last,
-        generator=generator,
-        persistent_workers=False,
+        generator=torch.Generator().manual_seed(seed),  # worker seeds; the draws above never use them
+        persistent_workers=num_workers > 0,
     )
-
-
-def _check_seed(name: str, value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"expected a non-negative integer {name}, got {value!r}")

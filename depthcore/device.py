@@ -37,9 +37,16 @@ class Runtime:
         return torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
 
     def images(self, x: torch.Tensor) -> torch.Tensor:
-        """Move a (B, C, H, W) batch to the device in the model's memory format."""
+        """A (B, C, H, W) batch on the device as float32 in [0, 1], in the model's memory format.
+
+        uint8 batches (what the loader delivers: a quarter of float32's bytes to move) are converted on the device,
+        value / 255; float batches are taken as already in [0, 1].
+        """
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-        return x.to(self.device, non_blocking=True, memory_format=fmt)
+        x = x.to(self.device, non_blocking=True)
+        if x.dtype == torch.uint8:
+            x = x.float().div_(255)
+        return x.to(memory_format=fmt)
 
 
 def resolve_device(name: str) -> torch.device:

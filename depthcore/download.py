@@ -9,7 +9,6 @@ or a local copy named by `data.nyuv2.path`, is used without touching the network
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import re
@@ -20,7 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from depthcore.atomic import atomic_path
+from depthcore.files import atomic_path, sha256_file
 
 OFFLINE_HINT = "to go on offline, set data.nyuv2.path to a local copy of the file, or use data.source=synthetic"
 _BLOCK = 1 << 20  # bytes per read, write and hash update
@@ -99,16 +98,10 @@ def verify_file(path: str | Path, sha256: str, size: int, *, progress: bool = Fa
     found_size = path.stat().st_size
     if found_size != size:
         raise DownloadError(f"{path} has the wrong size: expected {size} bytes, found {found_size}")
-    digest = hashlib.sha256()
-    with (
-        open(path, "rb") as f,
-        tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc="verifying", disable=not progress) as bar,
-    ):
-        while block := f.read(_BLOCK):
-            digest.update(block)
-            bar.update(len(block))
-    if digest.hexdigest() != sha256.lower():
-        raise DownloadError(f"{path} has the wrong SHA-256: expected {sha256.lower()}, found {digest.hexdigest()}")
+    with tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc="verifying", disable=not progress) as bar:
+        found = sha256_file(path, bar.update)
+    if found != sha256.lower():
+        raise DownloadError(f"{path} has the wrong SHA-256: expected {sha256.lower()}, found {found}")
 
 
 def _check_expected(sha256: str, size: int) -> None:

@@ -1,7 +1,8 @@
 """DenseDepth: a DenseNet-169 encoder and an upsampling decoder with skip connections (report Table 1).
 
-Shapes for a (B, 3, 480, 640) input with `downsample=True` (report Table 1); without downsampling every encoder and
-decoder map is 4x larger on each side and the output is (B, 1, 240, 320):
+Shapes for a (B, 3, 480, 640) input with `downsample=True` (report Table 1); without downsampling the input is not
+pooled, so every map is 4x larger on each side (up to the floor of odd sizes after each pooling) and the output is
+(B, 1, 240, 320):
 
     input            (B,    3, 480, 640)
     DOWNSAMPLE       (B,    3, 120, 160)   MaxPool2d(4)
@@ -24,6 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import DenseNet169_Weights, densenet169
 
+from depthcore.errors import DepthcoreError
+from depthcore.files import sha256_file
+
 #: Encoder layers (names in torchvision's `densenet169().features`) whose outputs feed the decoder, shallow to deep.
 SKIP_LAYERS = ("relu0", "pool0", "transition1", "transition2")
 #: Channels of the bottleneck and of each decoder block's output (report Table 1).
@@ -33,6 +37,10 @@ SKIP_CHANNELS = (256, 128, 64, 64)  # the skips in decoder order: transition2, t
 LEAKY_SLOPE = 0.2
 INPUT_POOL = 4
 PRETRAINED_WEIGHTS = DenseNet169_Weights.IMAGENET1K_V1
+#: torchvision names its weight files after the first hex digits of their SHA-256: "b2777c0a" here.
+PRETRAINED_SHA256_PREFIX = Path(PRETRAINED_WEIGHTS.url).stem.rsplit("-", 1)[1]
+#: The per-channel mean and std the ImageNet weights were trained with, applied inside the model when pretrained.
+IMAGENET_MEAN, IMAGENET_STD = PRETRAINED_WEIGHTS.transforms().mean, PRETRAINED_WEIGHTS.transforms().std
 
 # Old torchvision checkpoints (the ImageNet file among them) say "norm.1" where the module says "norm1".
 _LEGACY_KEY = re.compile(
@@ -40,8 +48,8 @@ _LEGACY_KEY = re.compile(
 )
 
 
-class PretrainedWeightsUnavailable(RuntimeError):
-    """The ImageNet weights file is neither cached nor downloadable."""
+class PretrainedWeightsUnavailable(DepthcoreError, RuntimeError):
+    """The ImageNet weights file is neither cached nor downloadable, or is not the expected file."""
 
 
 class UpBlock(nn.Module):
@@ -63,17 +71,35 @@ class UpBlock(nn.Module):
 class DenseDepth(nn.Module):
     """Monocular depth network of Alhashim & Wonka, as specified in the report's Table 1.
 
-    Input (B, 3, H, W) RGB in [0, 1] (no ImageNet normalisation, as in the paper); output (B, 1, H/8, W/8) with
-    `downsample=True`, (B, 1, H/2, W/2) otherwise, in the training target space of `depthcore.loss`.
+    Input (B, 3, H, W) RGB in [0, 1]; output (B, 1, H/8, W/8) with `downsample=True`, (B, 1, H/2, W/2) otherwise, in
+    the training target space of `depthcore.loss`.
+
+    With ImageNet weights (`pretrained`) the input is normalised with ImageNet's mean and std inside the model (fixed
+    buffers `input_mean`, `input_std`, saved with the weights), which is what those weights expect; the paper fed
+    [0, 1] images unnormalised but fine-tuned every layer, BatchNorm included, which a frozen encoder never does.
+    A random encoder gets no normalisation. `imagenet_normalize` overrides the choice: a model rebuilt to load
+    saved weights takes the structure of the model that was saved, without fetching ImageNet weights.
     """
 
-    def __init__(self, downsample: bool = True, *, pretrained: bool = False, freeze_encoder: bool = False):
+    def __init__(
+        self,
+        downsample: bool = True,
+        *,
+        pretrained: bool = False,
+        freeze_encoder: bool = False,
+        imagenet_normalize: bool | None = None,
+    ):
         super().__init__()
         self.downsample = downsample
         self.freeze_encoder = freeze_encoder
         self.encoder = densenet169(weights=None).features
         if pretrained:
             load_pretrained_encoder(self.encoder)
+        self.input_mean: torch.Tensor | None = None
+        self.input_std: torch.Tensor | None = None
+        if pretrained if imagenet_normalize is None else imagenet_normalize:
+            self.register_buffer("input_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+            self.register_buffer("input_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
         self.conv2 = nn.Conv2d(BOTTLENECK_CHANNELS, BOTTLENECK_CHANNELS, kernel_size=1)
         blocks, in_channels = [], BOTTLENECK_CHANNELS
         for skip_channels, out_channels in zip(SKIP_CHANNELS, DECODER_CHANNELS):
@@ -110,6 +136,8 @@ class DenseDepth(nn.Module):
             raise ValueError(f"expected an input of shape (B, 3, H, W), got {tuple(x.shape)}")
         if self.downsample:
             x = F.max_pool2d(x, INPUT_POOL)  # (B, 3, H/4, W/4)
+        if self.input_mean is not None:  # after pooling, which an increasing per-channel map commutes with
+            x = (x - self.input_mean) / self.input_std
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_encoder):
             bottleneck, skips = self.encode(x)
         x = self.conv2(F.relu(bottleneck))  # (B, 1664, H'/32, W'/32)
@@ -126,13 +154,17 @@ def pretrained_weights_path() -> Path:
 def load_pretrained_encoder(encoder: nn.Module) -> None:
     """Load the ImageNet weights into `encoder` (torchvision's densenet169 `features`), downloading them if not cached.
 
-    Raises `PretrainedWeightsUnavailable` when the file is neither cached nor downloadable; never falls back silently.
+    The file's SHA-256 must begin with PRETRAINED_SHA256_PREFIX, whether it was cached or downloaded (torchvision's
+    own check on download). Raises `PretrainedWeightsUnavailable` when the file is neither cached nor downloadable, or
+    is another file; never falls back silently.
     """
     path = pretrained_weights_path()
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            torch.hub.download_url_to_file(PRETRAINED_WEIGHTS.url, str(path), progress=True)
+            torch.hub.download_url_to_file(
+                PRETRAINED_WEIGHTS.url, str(path), hash_prefix=PRETRAINED_SHA256_PREFIX, progress=True
+            )
         except Exception as err:  # any failure to fetch ends the same way, with its cause kept
             raise PretrainedWeightsUnavailable(
                 f"pretrained DenseNet-169 weights not found: expected {path.name} in {path.parent}, and downloading "
@@ -140,9 +172,21 @@ def load_pretrained_encoder(encoder: nn.Module) -> None:
                 f"{path.parent} (or point TORCH_HOME at a directory whose hub/checkpoints holds it), or set "
                 "model.pretrained=false to train from random weights."
             ) from err
+    _verify_weights_file(path)
     state = torch.load(path, map_location="cpu", weights_only=True)
     features = {}
     for key, value in state.items():
         if key.startswith("features."):
             features[_LEGACY_KEY.sub(r"\1\2", key.removeprefix("features."))] = value
     encoder.load_state_dict(features)
+
+
+def _verify_weights_file(path: Path) -> None:
+    """Raise `PretrainedWeightsUnavailable` unless the SHA-256 of `path` begins with PRETRAINED_SHA256_PREFIX."""
+    found = sha256_file(path)
+    if not found.startswith(PRETRAINED_SHA256_PREFIX):
+        raise PretrainedWeightsUnavailable(
+            f"{path} is not torchvision's ImageNet DenseNet-169 file: its SHA-256 is {found}, expected "
+            f"one beginning with {PRETRAINED_SHA256_PREFIX}. Delete it and download {PRETRAINED_WEIGHTS.url} again "
+            "(or set model.pretrained=false)."
+        )

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from depthcore.atomic import write_text
+from depthcore.files import write_text
 from depthcore.config import Config, as_dict
 from depthcore.metrics import METRIC_KEYS, PROTOCOLS, MetricAccumulator
 

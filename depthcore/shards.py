@@ -2,13 +2,17 @@
 
 Layout under `out_dir` (e.g. data/shards):
     manifest.json              counts, array formats, each shard's file / count / bytes / SHA-256, provenance
-    <split>/<split>-00000.npz  `shard_size` images in split order; image j of a shard is its members rgb_000j
-                               (H, W, 3) uint8, depth_000j (H, W) uint16 and raw_depth_000j (H, W) uint16
+    <split>/<split>-00000.npz  `shard_size` images in split order; image j of a shard is its members rgb_000j,
+                               depth_000j and, when the source has raw depth, raw_depth_000j
 
-Depth is stored as uint16 millimetres, rounded to nearest: at most 0.5 mm from the source, range 0 to
-65.535 m. Raw depth keeps 0 as "no sensor reading" (a reading under 0.5 mm would also become 0). A shard is a
-plain zip of .npy members that `np.load(path, allow_pickle=False)` opens lazily, so one image is read without
-the rest of the shard.
+Each member stores what the source stores, so that a 50K-image JPEG training set stays near its own size:
+- rgb: (H, W, 3) uint8 pixels (the .mat sources), or a 1-D uint8 array holding an image file's bytes (JPEG or PNG,
+  as in DenseDepth's zip), decoded when read;
+- depth, raw_depth: (H, W) uint16 millimetres (the .mat sources: rounded to nearest, at most 0.5 mm from the source,
+  range 0 to 65.535 m), or a 1-D uint8 array holding a depth PNG's bytes (16-bit: millimetres; 8-bit: value / 255
+  * 10 m, DenseDepth's training depth). Raw depth keeps 0 as "no sensor reading".
+Pixel arrays are deflated; file bytes, already compressed, are stored. A shard is a plain zip of .npy members that
+`np.load(path, allow_pickle=False)` opens lazily, so one image is read without the rest of the shard.
 
 Writing streams one image at a time (peak memory does not grow with the number of images), fixes every zip
 timestamp and attribute (identical inputs give byte-identical shards) and builds the whole set in a temporary
@@ -17,7 +21,6 @@ folder next to `out_dir` that replaces it only when complete.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -25,37 +28,62 @@ import shutil
 import tempfile
 import zipfile
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-FORMAT = "depthcore-shards-v1"
+from depthcore.checks import check_int
+from depthcore.codec import (
+    DEPTH_BOUND_M,
+    DEPTH_MAX_M,
+    decode_image,
+    depth_png_to_metres,
+    metres_to_mm,
+    mm_to_metres,
+    open_image,
+)
+from depthcore.errors import DepthcoreError
+from depthcore.files import sha256_file
+
+FORMAT = "depthcore-shards-v2"
 MANIFEST = "manifest.json"
-DEPTH_SCALE = 1000.0  # stored units per metre (millimetres)
-DEPTH_MAX_M = np.iinfo(np.uint16).max / DEPTH_SCALE  # 65.535 m
-DEPTH_BOUND_M = 0.5 / DEPTH_SCALE  # largest |stored - source| from rounding to the nearest millimetre
-_ZIP_DATE = (
-    1980,
-    1,
-    1,
-    0,
-    0,
-    0,
-)  # the earliest zip timestamp, for every member: no wall-clock time in a shard
-_ZIP_COMPRESSION = zipfile.ZIP_DEFLATED
-_ZIP_LEVEL = 1  # fastest zlib level: rendered and Kinect depth compress well even at 1
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest zip timestamp, for every member: no wall-clock time in a shard
+_ZIP_LEVEL = 1  # fastest zlib level for pixel arrays: rendered and Kinect depth compress well even at 1
 _MAX_SHARD_SIZE = 10_000  # member names carry a 4-digit position
-_HASH_CHUNK = 1 << 20
 _FIX_HINT = "the shards are stale or corrupt: rerun `dvc repro -f shard`, or delete data/shards and rerun it"
 
 
-class ShardError(RuntimeError):
+class ShardError(DepthcoreError, RuntimeError):
     """A shard set on disk does not match its manifest."""
 
 
+@dataclass(frozen=True)
+class Sample:
+    """One image as a source stores it (see the module docstring for the two forms of each member).
+
+    rgb: (H, W, 3) uint8 pixels, or (N,) uint8 bytes of an image file; depth: (H, W) uint16 millimetres, or (N,) uint8
+    bytes of a depth PNG; raw_depth: like depth (0 = no reading), None when the source has no raw depth.
+    """
+
+    rgb: np.ndarray
+    depth: np.ndarray
+    raw_depth: np.ndarray | None
+
+
+class SampleSource(Protocol):
+    """What `write_shards` reads from: `MatSamples` over the .mat, `depthcore.densedepth.DenseDepthZip`, ..."""
+
+    has_raw_depth: bool  # every sample has raw_depth, or none has
+
+    def __len__(self) -> int: ...
+
+    def sample(self, i: int) -> Sample: ...
+
+
 class DepthReader(Protocol):
-    """What `write_shards` reads from: `depthcore.nyu.NyuMat` or any object with these three methods."""
+    """A reader of decoded images in metres: `depthcore.nyu.NyuMat` or any object with these three methods."""
 
     def __len__(self) -> int: ...
 
@@ -64,28 +92,47 @@ class DepthReader(Protocol):
     def raw_depth(self, i: int) -> np.ndarray: ...  # (H, W) metres, 0 = no reading
 
 
+class MatSamples:
+    """A `DepthReader` (the NYU .mat) as shard samples: pixels as they are, depths in millimetres."""
+
+    has_raw_depth = True
+
+    def __init__(self, reader: DepthReader) -> None:
+        self.reader = reader
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def sample(self, i: int) -> Sample:
+        rgb, depth = self.reader[i]
+        raw = self.reader.raw_depth(i)
+        what = f"source image {i}"
+        return Sample(rgb, metres_to_mm(depth, what), metres_to_mm(raw, what + " (raw depth)"))
+
+
 def write_shards(
-    reader: DepthReader,
+    source: SampleSource,
     splits: dict[str, np.ndarray],
     out_dir: str | Path,
     shard_size: int,
     provenance: dict[str, Any],
+    progress: Any = None,
 ) -> dict[str, Any]:
-    """Write every split of `reader` as shards of `shard_size` images under `out_dir`; return the manifest.
+    """Write every split of `source` as shards of `shard_size` images under `out_dir`; return the manifest.
 
     `splits` maps split names to source indices (written in that order); `provenance` (source, seed, split
     method, ...) is merged into the manifest's top level and must be JSON-serialisable. Replaces `out_dir`
-    as a whole, and only on success.
+    as a whole, and only on success. `progress(n)` is called after each image, e.g. a progress bar's update.
     """
-    if not isinstance(shard_size, int) or not 1 <= shard_size <= _MAX_SHARD_SIZE:
-        raise ValueError(f"expected shard_size an integer in [1, {_MAX_SHARD_SIZE}], got {shard_size!r}")
-    _check_indices(splits, len(reader))
+    check_int("shard_size", shard_size, 1, _MAX_SHARD_SIZE)
+    _check_indices(splits, len(source))
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     manifest: dict[str, Any] = {
         "format": FORMAT,
         "shard_size": shard_size,
         "image_shape": None,
+        "has_raw_depth": bool(source.has_raw_depth),
         "arrays": _array_formats(),
         "counts": {name: len(indices) for name, indices in splits.items()},
         "source_indices": {name: [int(i) for i in indices] for name, indices in splits.items()},
@@ -98,7 +145,7 @@ def write_shards(
     try:
         tmp.chmod(0o755)  # mkdtemp makes it private; the finished set is an ordinary folder
         for name, indices in splits.items():
-            manifest["shards"][name] = _write_split(reader, name, indices, tmp, shard_size, manifest)
+            manifest["shards"][name] = _write_split(source, name, indices, tmp, shard_size, manifest, progress)
         manifest.update(provenance)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
         _replace_dir(tmp, out_dir)
@@ -144,28 +191,48 @@ def open_shard(path: str | Path) -> np.lib.npyio.NpzFile:
     return np.load(path, allow_pickle=False)
 
 
-def read_image(shard: np.lib.npyio.NpzFile, j: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Image j of an open shard: rgb (H, W, 3) uint8, depth (H, W) float32 m, raw_depth (H, W) float32 m."""
+def read_image(
+    shard: np.lib.npyio.NpzFile, j: int, name: str = "shard"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Image j of an open shard (`name` in errors), decoded: rgb (H, W, 3) uint8, depth (H, W) float32 m, raw_depth
+    the same or None."""
     key = _member_suffix(j)
-    return shard["rgb" + key], decode_depth(shard["depth" + key]), decode_depth(shard["raw_depth" + key])
+    what = f"{name} image {j}"
+    raw_key = "raw_depth" + key
+    raw = _decode_depth(shard[raw_key], what) if raw_key in shard else None
+    return _decode_rgb(shard["rgb" + key], what), _decode_depth(shard["depth" + key], what), raw
 
 
-def encode_depth(depth: np.ndarray, what: str) -> np.ndarray:
-    """(H, W) metres -> (H, W) uint16 millimetres, nearest; `what` names the image in errors."""
-    finite = np.isfinite(depth)
-    if not finite.all() or depth.min() < 0 or depth.max() > DEPTH_MAX_M:
-        bad = depth[~finite] if not finite.all() else depth[(depth < 0) | (depth > DEPTH_MAX_M)]
-        raise ValueError(f"{what}: expected depth in [0, {DEPTH_MAX_M}] m, got a value of {bad.flat[0]!r}")
-    return np.rint(depth.astype(np.float64) * DEPTH_SCALE).astype(np.uint16)
+def _decode_rgb(member: np.ndarray, what: str) -> np.ndarray:
+    """An rgb member -> (H, W, 3) uint8 pixels."""
+    if member.ndim == 3:
+        return member
+    return decode_image(member.tobytes(), what).reshape(*_image_size(member, what), -1)[..., :3]
 
 
-def decode_depth(stored: np.ndarray) -> np.ndarray:
-    """(H, W) uint16 millimetres -> (H, W) float32 metres."""
-    return (stored.astype(np.float32) / np.float32(DEPTH_SCALE)).astype(np.float32)
+def _decode_depth(member: np.ndarray, what: str) -> np.ndarray:
+    """A depth member -> (H, W) float32 metres."""
+    if member.ndim == 2:
+        return mm_to_metres(member)
+    return depth_png_to_metres(decode_image(member.tobytes(), what), what)
+
+
+def _image_size(member: np.ndarray, what: str) -> tuple[int, int]:
+    """(H, W) of a member: its shape for pixels, its header for file bytes."""
+    if member.ndim >= 2:
+        return int(member.shape[0]), int(member.shape[1])
+    width, height = open_image(member.tobytes(), what).size
+    return height, width
 
 
 def _write_split(
-    reader: DepthReader, name: str, indices: np.ndarray, root: Path, shard_size: int, manifest: dict[str, Any]
+    source: SampleSource,
+    name: str,
+    indices: np.ndarray,
+    root: Path,
+    shard_size: int,
+    manifest: dict[str, Any],
+    progress: Any,
 ) -> list[dict[str, Any]]:
     """Write one split's shards under root/name; return their manifest entries."""
     (root / name).mkdir()
@@ -175,46 +242,50 @@ def _write_split(
         chunk = indices[start : start + shard_size]
         with zipfile.ZipFile(root / rel, "w") as zf:
             for j, index in enumerate(chunk):
-                _write_image(zf, j, reader, int(index), manifest)
+                _write_image(zf, j, source, int(index), manifest)
+                if progress is not None:
+                    progress(1)
         entries.append({"file": rel, "count": len(chunk), **_file_digest(root / rel)})
     return entries
 
 
-def _write_image(
-    zf: zipfile.ZipFile, j: int, reader: DepthReader, index: int, manifest: dict[str, Any]
-) -> None:
+def _write_image(zf: zipfile.ZipFile, j: int, source: SampleSource, index: int, manifest: dict[str, Any]) -> None:
     """Read source image `index` and add it to the open shard as image j."""
-    rgb, depth = reader[index]
-    raw = reader.raw_depth(index)
+    sample = source.sample(index)
     what = f"source image {index}"
-    shape = [int(s) for s in depth.shape]
+    members = {"rgb": sample.rgb, "depth": sample.depth}
+    if manifest["has_raw_depth"]:
+        if sample.raw_depth is None:
+            raise ValueError(f"{what}: expected raw depth, as from every image of this source, got None")
+        members["raw_depth"] = sample.raw_depth
+    shapes = {key: _image_size(member, f"{what} ({key})") for key, member in members.items()}
     if manifest["image_shape"] is None:
-        manifest["image_shape"] = shape
-    if (
-        rgb.dtype != np.uint8
-        or rgb.shape != (*shape, 3)
-        or raw.shape != depth.shape
-        or shape != manifest["image_shape"]
-    ):
-        raise ValueError(
-            f"{what}: expected rgb {(*manifest['image_shape'], 3)} uint8, depth and raw depth "
-            f"{tuple(manifest['image_shape'])}, got rgb {rgb.shape} {rgb.dtype}, depth {depth.shape}, "
-            f"raw {raw.shape}"
-        )
-    key = _member_suffix(j)
-    _write_member(zf, "rgb" + key, rgb)
-    _write_member(zf, "depth" + key, encode_depth(depth, what))
-    _write_member(zf, "raw_depth" + key, encode_depth(raw, what + " (raw depth)"))
+        manifest["image_shape"] = list(shapes["rgb"])
+    expected = tuple(manifest["image_shape"])
+    for key, member in members.items():
+        pixels = member.ndim > 1
+        dtype = np.uint8 if key == "rgb" or not pixels else np.uint16
+        layout = (*expected, 3) if key == "rgb" and pixels else expected if pixels else member.shape
+        if member.dtype != dtype or member.shape != layout or shapes[key] != expected:
+            form = "uint8 (H, W, 3)" if key == "rgb" else "uint16 (H, W) mm"
+            raise ValueError(
+                f"{what}: expected {key} of {expected[0]}x{expected[1]} pixels ({form} or a 1-D uint8 image file), "
+                f"got {member.shape} {member.dtype} of {shapes[key][0]}x{shapes[key][1]}"
+            )
+        _write_member(zf, key + _member_suffix(j), member, compress=pixels)
 
 
-def _write_member(zf: zipfile.ZipFile, name: str, array: np.ndarray) -> None:
-    """Add `array` as `name`.npy with a fixed timestamp and attributes."""
+def _write_member(zf: zipfile.ZipFile, name: str, array: np.ndarray, compress: bool) -> None:
+    """Add `array` as `name`.npy with a fixed timestamp and attributes; deflated when `compress`, else stored."""
     info = zipfile.ZipInfo(name + ".npy", date_time=_ZIP_DATE)
     info.create_system = 3  # unix, whatever the host
     info.external_attr = 0o644 << 16
     buffer = io.BytesIO()
     np.lib.format.write_array(buffer, np.ascontiguousarray(array), allow_pickle=False)
-    zf.writestr(info, buffer.getbuffer(), compress_type=_ZIP_COMPRESSION, compresslevel=_ZIP_LEVEL)
+    if compress:
+        zf.writestr(info, buffer.getbuffer(), compress_type=zipfile.ZIP_DEFLATED, compresslevel=_ZIP_LEVEL)
+    else:
+        zf.writestr(info, buffer.getbuffer(), compress_type=zipfile.ZIP_STORED)
 
 
 def _member_suffix(j: int) -> str:
@@ -223,22 +294,20 @@ def _member_suffix(j: int) -> str:
 
 def _array_formats() -> dict[str, Any]:
     """How each member is stored, for the manifest."""
-    depth = {
-        "dtype": "uint16",
-        "units": "millimetres",
-        "decode": f"metres = stored / {DEPTH_SCALE:g}",
-        "max_abs_error_m": DEPTH_BOUND_M,
-        "max_m": DEPTH_MAX_M,
-    }
+    depth = (
+        f"(H, W) uint16 millimetres (metres = stored / 1000, within {DEPTH_BOUND_M} m of the source, at most "
+        f"{DEPTH_MAX_M} m), or a 1-D uint8 array of a depth PNG's bytes (16-bit: millimetres; 8-bit: value / 255 * 10 m)"
+    )
     return {
-        "rgb": {"dtype": "uint8", "layout": "(H, W, 3)", "units": "8-bit RGB, lossless"},
-        "depth": {**depth, "layout": "(H, W)", "holes": "filled (NYU `depths`)"},
-        "raw_depth": {**depth, "layout": "(H, W)", "holes": "0 = no sensor reading (NYU `rawDepths`)"},
-        "members": "rgb_XXXX, depth_XXXX, raw_depth_XXXX for image XXXX of the shard (zero-padded from 0000)",
+        "rgb": "(H, W, 3) uint8 pixels, or a 1-D uint8 array of an image file's bytes (JPEG or PNG, as the source stores it)",
+        "depth": depth + "; holes filled",
+        "raw_depth": depth + "; 0 = no sensor reading; present only when has_raw_depth",
+        "members": "rgb_XXXX, depth_XXXX (and raw_depth_XXXX) for image XXXX of the shard (zero-padded from 0000)",
     }
 
 
 def _check_indices(splits: dict[str, np.ndarray], num_images: int) -> None:
+    """Each split a 1-D integer array of indices in [0, num_images)."""
     for name, indices in splits.items():
         indices = np.asarray(indices)
         if indices.ndim != 1 or not np.issubdtype(indices.dtype, np.integer):
@@ -252,12 +321,8 @@ def _check_indices(splits: dict[str, np.ndarray], num_images: int) -> None:
 
 
 def _file_digest(path: Path) -> dict[str, Any]:
-    """{"bytes": size, "sha256": hex digest} of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+    """{"bytes": size, "sha256": hex digest} of a file."""
+    return {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
 def _verify_shard(path: Path, entry: dict[str, Any]) -> None:

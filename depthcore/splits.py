@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from depthcore.atomic import write_text
+from depthcore.files import write_text
 
 SPLIT_NAMES = ("train", "val", "test")
 METHODS = ("random", "official")

@@ -31,7 +31,7 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from depthcore.atomic import atomic_path
+from depthcore.files import atomic_path
 
 HEIGHT, WIDTH = 480, 640  # NYU frame
 FX, FY, CX, CY = 518.8579, 519.4696, 325.5824, 253.7362  # NYU Kinect RGB intrinsics, pixels

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from depthcore.atomic import atomic_path
+from depthcore.files import atomic_path
 from depthcore.config import Config, as_dict
 from depthcore.data import ShardDataset, make_loader
 from depthcore.device import Runtime, resolve_runtime

@@ -6,7 +6,7 @@ import json
 
 import pandas as pd
 
-from depthcore.atomic import atomic_path, write_text
+from depthcore.files import atomic_path, write_text
 from depthcore.paths import BASELINES, COMPARISON, EVAL, PUBLISHED
 from depthcore.report import comparison_markdown, comparison_table
 

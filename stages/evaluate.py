@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PIL import Image
 
-from depthcore.atomic import atomic_path
+from depthcore.files import atomic_path
 from depthcore.config import load_config
 from depthcore.evaluate import evaluate_model
 from depthcore.paths import EVAL, EVAL_PLOTS, MODEL, PER_IMAGE, SHARDS

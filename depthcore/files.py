@@ -1,12 +1,15 @@
-"""Atomic writes: a file appears under its name complete, or not at all."""
+"""File helpers: atomic writes (a file appears under its name complete, or not at all) and hashing in blocks."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+HASH_BLOCK = 1 << 20  # bytes per read when hashing
 
 
 @contextmanager
@@ -31,3 +34,14 @@ def write_text(path: str | Path, text: str) -> None:
     """Write `text` to `path` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def sha256_file(path: str | Path, on_block: Callable[[int], object] | None = None) -> str:
+    """Hex SHA-256 of the file at `path`, read in 1 MiB blocks; `on_block(n)` after each block (a progress bar)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(HASH_BLOCK):
+            digest.update(block)
+            if on_block is not None:
+                on_block(len(block))
+    return digest.hexdigest()

@@ -1,4 +1,4 @@
-"""depthcore.atomic: a file appears complete or not at all, with the user's usual permissions."""
+"""depthcore.files: a file appears complete or not at all, with the user's usual permissions."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from depthcore.atomic import atomic_path, write_text
+from depthcore.files import atomic_path, write_text
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
