@@ -8,6 +8,7 @@ was expected and what was found.
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +16,10 @@ from typing import Any, Literal
 
 import yaml
 
+from depthcore.errors import DepthcoreError
 
-class ConfigError(ValueError):
+
+class ConfigError(DepthcoreError, ValueError):
     """params.yaml does not match the schema below."""
 
 
@@ -34,6 +37,14 @@ class NyuV2Config:
 
 
 @dataclass(frozen=True)
+class DenseDepthDataConfig:
+    path: str  # a local copy of DenseDepth's nyu_data.zip (the usual way to get it); "" downloads `url`
+    url: str  # where to download nyu_data.zip from when `path` is "" (no official link is alive; mirrors exist)
+    sha256: str  # expected SHA-256 of the zip; "" = not verified (a warning says so)
+    val_fraction: float  # share of the training scenes held out, whole, for validation
+
+
+@dataclass(frozen=True)
 class SplitConfig:
     method: Literal["random", "official"]  # seeded random fractions (the report) or NYU's official split
     train_fraction: float  # random: share of images for training
@@ -44,10 +55,11 @@ class SplitConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: Literal["synthetic", "nyuv2"]  # what the download stage produces
+    source: Literal["synthetic", "nyuv2", "densedepth"]  # what the download stage produces
     synthetic: SyntheticConfig  # the offline rendered dataset
-    nyuv2: NyuV2Config  # the real dataset
-    split: SplitConfig  # how images are divided into train / val / test
+    nyuv2: NyuV2Config  # the labeled NYU Depth v2 .mat (1,449 images)
+    densedepth: DenseDepthDataConfig  # DenseDepth's nyu_data.zip (50,688 training pairs, the paper's data)
+    split: SplitConfig  # how the .mat's images are divided into train / val / test
     shard_size: int  # images per .npz shard
 
 
@@ -77,21 +89,29 @@ class LossConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int  # passes over the training split
-    batch_size: int  # images per optimizer step
-    lr: float  # AdamW learning rate
-    weight_decay: float  # AdamW decoupled weight decay
+    batch_size: int  # images per optimizer step and process (the global batch is this times the processes)
+    optimizer: Literal["adamw", "adam"]  # AdamW (decoupled weight decay) or Adam (the paper's)
+    amsgrad: bool  # the AMSGrad variant (the paper's Keras code uses it)
+    lr: float  # peak learning rate
+    weight_decay: float  # AdamW: decoupled weight decay; Adam: L2 penalty
+    schedule: Literal["constant", "cosine"]  # learning rate per optimizer step after the warm-up
+    warmup_fraction: float  # share of all optimizer steps with a linear warm-up from 0 to lr
+    grad_clip: float  # clip the gradient norm to this (0 = no clipping)
+    nproc: int | Literal["auto"]  # torchrun processes on this machine; auto = every visible GPU, 1 without one
+    sync_bn: bool  # SyncBatchNorm across processes (CUDA/nccl only)
     device: Literal["auto", "cpu", "cuda", "mps"]  # auto: cuda, then mps, then cpu
     precision: Literal["auto", "fp32", "bf16", "fp16"]  # autocast dtype; auto picks what the hardware runs fast
     channels_last: bool  # NHWC memory format for the model and its inputs
     compile: bool  # torch.compile the model
-    num_workers: int  # DataLoader worker processes
+    num_workers: int | Literal["auto"]  # DataLoader worker processes per training process; auto: the spare cores
+    checkpoint_every: int  # epochs between resume checkpoints (the last epoch always gets one)
     num_vis: int  # validation images in the per-epoch grid
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     protocols: list[str]  # names from depthcore.metrics.PROTOCOLS
-    edge_threshold: float  # edge F1 threshold on the Sobel magnitude of depth / max_depth
+    edge_threshold: float  # edge F1 threshold on the Sobel magnitude of depth in metres (0.2: steps over 0.4 m)
     batch_size: int  # images per forward pass
     num_vis: int  # test images in the evaluation grid
 
@@ -165,12 +185,27 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
         if value in choices:
             return value
         raise ConfigError(f"{key}: expected one of {' | '.join(choices)}, got {_describe(value)}")
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(hint):
+            try:
+                return _convert(option, value, key)
+            except ConfigError:
+                continue
+        wanted = " or ".join(_expected(option) for option in typing.get_args(hint))
+        raise ConfigError(f"{key}: expected {wanted}, got {_describe(value)}")
     if origin is list:
         (item,) = typing.get_args(hint)
         if not isinstance(value, list):
             raise ConfigError(f"{key}: expected a list, got {_describe(value)}")
         return [_convert(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
     raise TypeError(f"no conversion for type {hint!r} of {key}")  # a schema bug, not a user error
+
+
+def _expected(hint: Any) -> str:
+    """How an error message names what a type hint accepts."""
+    if typing.get_origin(hint) is Literal:
+        return " | ".join(map(str, typing.get_args(hint)))
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
 
 
 def _describe(value: Any) -> str:

@@ -170,6 +170,20 @@ class EpochSampler(Sampler):
         return len(range(self.rank, self.size, self.world_size))
 
 
+#: The most loader workers `num_workers: auto` starts per training process.
+MAX_AUTO_WORKERS = 8
+
+
+def resolve_num_workers(value: int | str, processes_here: int = 1) -> int:
+    """`train.num_workers` as a count: the integer itself, or for `auto` the cores each of the `processes_here`
+    training processes on this machine can spare (its share of the usable cores less one for itself), at least 1
+    and at most MAX_AUTO_WORKERS."""
+    if value != "auto":
+        return check_int("num_workers", value, 0)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(MAX_AUTO_WORKERS, cores // max(processes_here, 1) - 1))
+
+
 def make_loader(
     dataset: ShardDataset,
     batch_size: int,

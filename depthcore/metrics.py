@@ -1,16 +1,33 @@
-"""Depth metrics (delta1-3, rel, rms, log10, mSSIM, edge F1), evaluation protocols and a streaming accumulator.
+"""Depth metrics, evaluation protocols and a streaming accumulator. All depths are metres.
 
-All depths are metres. With ground truth y and prediction p over the valid pixels (finite y > 0, and the mask):
-delta_k = fraction with max(y / p, p / y) < 1.25 ** k; rel = mean(|y - p| / y) (divided by the ground truth);
-rms = sqrt(mean((y - p) ** 2)); log10 = mean(|log10 y - log10 p|).
+Depth errors, with ground truth y and prediction p over the valid pixels (finite y > 0, and the mask), d = ln p - ln y:
+- delta_k = fraction with max(y / p, p / y) < 1.25 ** k (k = 1, 2, 3);
+- rel = mean(|y - p| / y) (divided by the ground truth), sq_rel = mean((y - p)^2 / y);
+- rms = sqrt(mean((y - p)^2)), rmse_log = sqrt(mean(d^2)), log10 = mean(|log10 y - log10 p|);
+- silog = 100 sqrt(mean(d^2) - mean(d)^2) (the BTS / AdaBins definition, lambda = 1, scaled by 100).
+The first six are the report's and the paper's; sq_rel, rmse_log and silog complete the field's set (BTS, AdaBins,
+the Monocular-Depth-Estimation-Toolbox).
 
-Two aggregations over a test set, both exact from per-image sums kept by ``MetricAccumulator``:
-- per_image: each metric computed on each image, then the mean over images (rms = mean of per-image rms);
-- pooled: every valid pixel of every image in one pool (rms = sqrt(total squared error / total valid pixels)).
+Whole-map metrics, always one value per image and then the mean over images, under every protocol (the paper
+averages F1 and SSIM per image and pools only the depth errors):
+- mssim: mean SSIM of prediction and ground truth (`pytorch_msssim.ssim` defaults) with data range
+  SSIM_DATA_RANGE = 10 m, this project's definition: C1 = (0.01 * 10 m)^2, C2 = (0.03 * 10 m)^2;
+- mssim_255: the same with pytorch_msssim's default data range 255, as the report evidently used (its random guess
+  scores ~0.73 that way on rendered rooms against its published 0.745, and ~0.009 with 10 m);
+- edge_f1: F1 of predicted against ground-truth edge pixels, where an edge pixel has a Sobel magnitude over the
+  threshold: `kornia.filters.sobel` of depth in metres with kornia's defaults (3x3 kernel divided by its L1 norm 8,
+  replicate border), so a step of D metres between two columns gives D / 2 on the pixels beside it: the report's
+  threshold 0.2 marks steps of more than 0.4 m, the paper's 0.5 steps of more than 1 m. An image whose ground truth
+  has no edge pixel has no F1 and is left out of the mean (`edge_f1_images` counts those that are in);
+  `edge_f1_pooled` = 2 sum(TP) / (sum(#pred edges) + sum(#gt edges)) over all images.
 
-Known disagreements this module settles: DenseDepth's published ``evaluate`` pools all pixels but calls
-``compute_errors(predictions, ground_truth)`` with the arguments swapped, so its rel divides by the prediction;
-here rel always divides by the ground truth. Crops are half-open ``[r0:r1, c0:c1]`` on the 480x640 frame.
+Two aggregations of the depth errors over a test set, both exact from per-image sums kept by `MetricAccumulator`:
+per_image (each metric on each image, then the mean over images) and pooled (every valid pixel of every image in
+one pool: rms = sqrt(total squared error / total valid pixels)).
+
+Known disagreement this module settles: DenseDepth's published `evaluate` pools all pixels but calls
+`compute_errors(predictions, ground_truth)` with the arguments swapped, so its rel divides by the prediction (its
+issue #98); here rel always divides by the ground truth. Crops are half-open `[r0:r1, c0:c1]` on the NYU frame.
 """
 
 from __future__ import annotations
@@ -23,12 +40,20 @@ import torch
 from kornia.filters import sobel
 from pytorch_msssim import ssim
 
-DEPTH_KEYS = ("delta1", "delta2", "delta3", "rel", "rms", "log10")
-METRIC_KEYS = (*DEPTH_KEYS, "mssim", "edge_f1")
+from depthcore.checks import check_choice, check_same_shape
+from depthcore.nyu import FRAME_SHAPE, MAX_DEPTH
+
+DEPTH_KEYS = ("delta1", "delta2", "delta3", "rel", "sq_rel", "rms", "rmse_log", "log10", "silog")
+MAP_KEYS = ("mssim", "mssim_255", "edge_f1")
+METRIC_KEYS = (*DEPTH_KEYS, *MAP_KEYS)
+#: Higher is better for these; lower for the other metrics.
+HIGHER_IS_BETTER = ("delta1", "delta2", "delta3", "mssim", "mssim_255", "edge_f1", "edge_f1_pooled")
 DELTA_BASE = 1.25
-FRAME_SHAPE = (480, 640)  # the NYU frame every protocol crop is defined on
+SSIM_DATA_RANGE = MAX_DEPTH  # m: this project's mSSIM
+SSIM_DATA_RANGE_255 = 255.0  # pytorch_msssim's default, the report's mSSIM
 GT_KINDS = ("depths", "rawDepths")
 AGGREGATES = ("per_image", "pooled")
+_SUM_KEYS = ("count", "delta1", "delta2", "delta3", "rel", "sq_rel", "sq", "log10", "dlog", "dlog2")
 
 
 def _as_tensor(x: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -38,16 +63,10 @@ def _as_tensor(x: torch.Tensor | np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))
 
 
-def _check_same_shape(pred: torch.Tensor, gt: torch.Tensor, gt_name: str = "gt") -> None:
-    if pred.shape != gt.shape:
-        shapes = f"{tuple(pred.shape)} and {tuple(gt.shape)}"
-        raise ValueError(f"expected pred and {gt_name} of the same shape, got {shapes}")
-
-
-def _check_finite(pred: torch.Tensor, where: str) -> None:
-    bad = int((~torch.isfinite(pred)).sum())
+def _check_finite(x: torch.Tensor, name: str) -> None:
+    bad = int((~torch.isfinite(x)).sum())
     if bad:
-        raise ValueError(f"expected finite predictions, got {bad} non-finite of {pred.numel()} {where}")
+        raise ValueError(f"expected finite {name}, got {bad} non-finite of {x.numel()}")
 
 
 def _valid_pixels(
@@ -57,16 +76,16 @@ def _valid_pixels(
 
     Valid: finite gt > 0 (zeros are missing readings, not errors), and the mask where given.
     """
-    _check_same_shape(pred, gt)
+    check_same_shape("pred", pred.shape, "gt", gt.shape)
     valid = torch.isfinite(gt) & (gt > 0)
     if mask is not None:
-        _check_same_shape(pred, mask, "mask")
+        check_same_shape("pred", pred.shape, "mask", mask.shape)
         valid &= mask
     count = int(valid.sum())
     if count == 0:
         raise ValueError(f"expected at least one valid pixel (mask & finite gt > 0), got 0 of {gt.numel()}")
     pred, gt = pred[valid], gt[valid]
-    _check_finite(pred, "valid pixels")
+    _check_finite(pred, "predictions at valid pixels")
     non_positive = int((pred <= 0).sum())
     if non_positive:
         raise ValueError(f"expected predictions > 0, got {non_positive} <= 0 of {count} valid pixels")
@@ -74,31 +93,38 @@ def _valid_pixels(
 
 
 def _error_sums(pred: torch.Tensor, gt: torch.Tensor) -> dict[str, float]:
-    """(N,) valid pred, gt -> the sums every depth metric is a ratio of: count, delta hits, |rel|, squares, |log10|."""
+    """(N,) valid pred, gt -> the sums every depth metric is a function of (see `_errors_from_sums`)."""
     ratio = torch.maximum(gt / pred, pred / gt)
+    dlog = torch.log(pred) - torch.log(gt)
     sums = {"count": float(pred.numel())}
     for k in (1, 2, 3):
         sums[f"delta{k}"] = float((ratio < DELTA_BASE**k).sum())
     sums["rel"] = float(((gt - pred).abs() / gt).sum())
+    sums["sq_rel"] = float(((gt - pred) ** 2 / gt).sum())
     sums["sq"] = float(((gt - pred) ** 2).sum())
     sums["log10"] = float((torch.log10(gt) - torch.log10(pred)).abs().sum())
+    sums["dlog"] = float(dlog.sum())
+    sums["dlog2"] = float((dlog**2).sum())
     return sums
 
 
 def _errors_from_sums(sums: dict[str, float]) -> dict[str, float]:
-    """Sums from ``_error_sums`` (one image's or added over images) -> the six pooled depth metrics."""
-    count = sums["count"]
-    errors = {key: sums[key] / count for key in ("delta1", "delta2", "delta3", "rel", "log10")}
-    errors["rms"] = math.sqrt(sums["sq"] / count)
+    """Sums from `_error_sums` (one image's, or added over images) -> the depth metrics of DEPTH_KEYS."""
+    n = sums["count"]
+    errors = {key: sums[key] / n for key in ("delta1", "delta2", "delta3", "rel", "sq_rel", "log10")}
+    errors["rms"] = math.sqrt(sums["sq"] / n)
+    errors["rmse_log"] = math.sqrt(sums["dlog2"] / n)
+    variance = max(sums["dlog2"] / n - (sums["dlog"] / n) ** 2, 0.0)  # >= 0 but for rounding
+    errors["silog"] = 100 * math.sqrt(variance)
     return {key: errors[key] for key in DEPTH_KEYS}
 
 
 def depth_errors(
     pred: torch.Tensor | np.ndarray, gt: torch.Tensor | np.ndarray, mask: torch.Tensor | np.ndarray | None = None
 ) -> dict[str, float]:
-    """delta1, delta2, delta3, rel, rms, log10 pooled over the valid pixels of same-shape maps (any shape), metres.
+    """The DEPTH_KEYS metrics pooled over the valid pixels of same-shape maps (any shape), metres.
 
-    Valid pixels: finite gt > 0, and ``mask`` (bool, same shape) where given. Raises ValueError on shape mismatch,
+    Valid pixels: finite gt > 0, and `mask` (bool, same shape) where given. Raises ValueError on shape mismatch,
     no valid pixel, and non-finite or non-positive predictions at valid pixels.
     """
     mask_t = None if mask is None else _as_tensor(mask).bool()
@@ -106,70 +132,69 @@ def depth_errors(
 
 
 def _check_maps(pred: torch.Tensor, gt: torch.Tensor) -> None:
-    _check_same_shape(pred, gt)
+    check_same_shape("pred", pred.shape, "gt", gt.shape)
     if pred.ndim != 2:
         raise ValueError(f"expected (H, W) depth maps, got shape {tuple(pred.shape)}")
-    _check_finite(pred, "pixels")
-    _check_finite(gt, "ground-truth pixels")
+    _check_finite(pred, "predictions")
+    _check_finite(gt, "ground truth")
 
 
-def ssim_metric(pred: torch.Tensor | np.ndarray, gt: torch.Tensor | np.ndarray, max_depth: float = 10.0) -> float:
+def ssim_metric(
+    pred: torch.Tensor | np.ndarray, gt: torch.Tensor | np.ndarray, data_range: float = SSIM_DATA_RANGE
+) -> float:
     """Mean SSIM of one pair of (H, W) depth maps in metres.
 
-    ``pytorch_msssim.ssim`` with its defaults (11x11 Gaussian window, sigma 1.5, K = (0.01, 0.03), valid
-    convolution, mean over the map) and data range ``max_depth``, so C1 = (0.01 max_depth)^2, C2 = (0.03 max_depth)^2.
+    `pytorch_msssim.ssim` with its defaults (11x11 Gaussian window, sigma 1.5, K = (0.01, 0.03), valid convolution,
+    mean over the map) and `data_range`, so C1 = (0.01 data_range)^2 and C2 = (0.03 data_range)^2.
     """
     pred_t, gt_t = _as_tensor(pred), _as_tensor(gt)
     _check_maps(pred_t, gt_t)
-    return float(ssim(pred_t[None, None], gt_t[None, None], data_range=max_depth, size_average=True))
+    return float(ssim(pred_t[None, None], gt_t[None, None], data_range=data_range, size_average=True))
 
 
-def _edge_counts(pred: torch.Tensor, gt: torch.Tensor, threshold: float, max_depth: float) -> tuple[int, int, int]:
-    """(H, W) pred, gt -> (true-positive, predicted, ground-truth) edge-pixel counts; see ``edge_f1``."""
-    maps = torch.stack([pred, gt])[:, None] / max_depth  # (2, 1, H, W), depth as a fraction of max_depth
+def _edge_counts(pred: torch.Tensor, gt: torch.Tensor, threshold: float) -> tuple[int, int, int]:
+    """(H, W) pred, gt in metres -> (true-positive, predicted, ground-truth) edge-pixel counts; see `edge_f1`."""
+    maps = torch.stack([pred, gt])[:, None]  # (2, 1, H, W) metres
     pred_edges, gt_edges = sobel(maps)[:, 0] > threshold  # (H, W) bool each
     return int((pred_edges & gt_edges).sum()), int(pred_edges.sum()), int(gt_edges.sum())
 
 
-def _f1(true_positive: int, predicted: int, actual: int) -> float:
-    """F1 = 2 TP / (predicted + actual) = 2 P R / (P + R); 1 when neither map has an edge, 0 when only one has."""
-    return 1.0 if predicted + actual == 0 else 2 * true_positive / (predicted + actual)
+def _f1(true_positive: int, predicted: int, actual: int) -> float | None:
+    """F1 = 2 TP / (predicted + actual) = 2 P R / (P + R); None when the ground truth has no edge pixel."""
+    return None if actual == 0 else 2 * true_positive / (predicted + actual)
 
 
 def edge_f1(
-    pred: torch.Tensor | np.ndarray, gt: torch.Tensor | np.ndarray, threshold: float = 0.2, max_depth: float = 10.0
-) -> float:
-    """F1 of predicted edge pixels against ground-truth edge pixels, (H, W) depth maps in metres.
+    pred: torch.Tensor | np.ndarray, gt: torch.Tensor | np.ndarray, threshold: float = 0.2
+) -> float | None:
+    """F1 of predicted edge pixels against ground-truth edge pixels of (H, W) depth maps in metres.
 
-    What is thresholded: ``kornia.filters.sobel(depth / max_depth)`` with kornia's defaults, i.e. the magnitude
-    sqrt(gx^2 + gy^2 + 1e-6) of the 3x3 Sobel responses with the kernel divided by its L1 norm (8), replicate border.
-    That is the local slope in max_depth units per pixel; a step of D metres between two columns gives D / (2
-    max_depth) on the two pixels beside it, so the default threshold 0.2 with max_depth 10 m marks steps over 4 m.
-    Edge pixels: magnitude > threshold. F1 = 2 TP / (#pred edges + #gt edges); 1 when neither map has an edge.
+    Edge pixels: magnitude of `kornia.filters.sobel(depth)` (kornia's defaults, depth in metres) over `threshold`;
+    a step of D m gives D / 2, so 0.2 marks steps over 0.4 m. F1 = 2 TP / (#pred edges + #gt edges), and None when
+    the ground truth has no edge pixel (there is nothing to find, so no F1). A constant prediction scores 0.
     """
     pred_t, gt_t = _as_tensor(pred), _as_tensor(gt)
     _check_maps(pred_t, gt_t)
-    return _f1(*_edge_counts(pred_t, gt_t, threshold, max_depth))
+    return _f1(*_edge_counts(pred_t, gt_t, threshold))
 
 
 @dataclass(frozen=True)
 class Protocol:
-    """One evaluation protocol as data; what ``MetricAccumulator`` does to each image."""
+    """One evaluation protocol as data; what `MetricAccumulator` does to each image."""
 
     name: str  # key in PROTOCOLS
     description: str  # one line for tables and logs
     gt: str  # ground truth the depth metrics use: "depths" (filled) or "rawDepths" (0 = no reading)
-    crop: tuple[int, int, int, int] | None  # half-open (r0, r1, c0, c1) on the 480x640 frame; None = full frame
-    aggregate: str  # default aggregation over images: "per_image" or "pooled"
+    crop: tuple[int, int, int, int] | None  # half-open (r0, r1, c0, c1) on the NYU frame; None = full frame
+    aggregate: str  # aggregation of the depth errors over images: "per_image" or "pooled"
     flip_average: bool  # the caller averages the prediction with the un-flipped prediction of the flipped image
     valid_range: tuple[float, float] | None  # a gt pixel counts only if low < gt < high (on top of gt > 0)
     clamp: tuple[float, float] | None  # the prediction is clamped to [low, high] before every metric
+    published_split: str  # the NYUv2 split (data.split.method) its published numbers were measured on
 
     def __post_init__(self) -> None:
-        if self.gt not in GT_KINDS:
-            raise ValueError(f"expected gt in {GT_KINDS}, got {self.gt!r}")
-        if self.aggregate not in AGGREGATES:
-            raise ValueError(f"expected aggregate in {AGGREGATES}, got {self.aggregate!r}")
+        check_choice("gt", self.gt, GT_KINDS)
+        check_choice("aggregate", self.aggregate, AGGREGATES)
         if self.crop is not None:
             r0, r1, c0, c1 = self.crop
             if not (0 <= r0 < r1 <= FRAME_SHAPE[0] and 0 <= c0 < c1 <= FRAME_SHAPE[1]):
@@ -195,6 +220,7 @@ PROTOCOLS: dict[str, Protocol] = {
         flip_average=False,
         valid_range=None,
         clamp=None,
+        published_split="random",
     ),
     "densedepth": Protocol(
         name="densedepth",
@@ -204,7 +230,8 @@ PROTOCOLS: dict[str, Protocol] = {
         aggregate="pooled",
         flip_average=True,
         valid_range=None,
-        clamp=(0.1, 10.0),  # the paper's predict() clips DepthNorm outputs to [10, 1000] cm
+        clamp=(0.1, MAX_DEPTH),  # the paper's predict() clips DepthNorm outputs to [10, 1000] cm
+        published_split="official",
     ),
     "eigen": Protocol(
         name="eigen",
@@ -213,8 +240,9 @@ PROTOCOLS: dict[str, Protocol] = {
         crop=(45, 471, 41, 601),
         aggregate="per_image",
         flip_average=False,
-        valid_range=(1e-3, 10.0),
-        clamp=(1e-3, 10.0),
+        valid_range=(1e-3, MAX_DEPTH),
+        clamp=(1e-3, MAX_DEPTH),
+        published_split="official",
     ),
 }
 
@@ -234,28 +262,21 @@ def _as_batch(x: torch.Tensor | np.ndarray, name: str) -> torch.Tensor:
 class MetricAccumulator:
     """Streams a test set through one protocol, keeping only per-image scalars (never maps).
 
-    ``update(pred_m, depth, raw_depth=None)`` per batch; ``result()`` aggregates as the protocol says,
-    ``result("pooled")`` / ``result("per_image")`` either way; ``rows()`` gives one dict per image for a CSV.
+    `update(pred_m, depth, raw_depth=None)` per batch; `result()` aggregates the depth errors as the protocol says,
+    `result("pooled")` / `result("per_image")` either way; `rows()` gives one dict per image for a CSV.
 
-    Per image: the prediction is clamped (protocol.clamp); the depth metrics compare it with the protocol's ground
-    truth (``depth`` or ``raw_depth``) inside the crop, at valid pixels (gt > 0 and inside protocol.valid_range).
-    mSSIM and edge F1 need whole maps, so they always compare it with the filled ``depth`` over the same crop,
-    for every protocol (raw depth has holes that would read as edges and structure).
-
-    Pooled depth metrics pool every valid pixel of every image; pooled edge F1 is 2 sum(TP) / (sum(#pred edges) +
-    sum(#gt edges)); pooled mSSIM weights each image's mean SSIM by its cropped area (equal to the per-image mean
-    when all images have one size).
+    Per image: the prediction is clamped (protocol.clamp); the depth errors compare it with the protocol's ground
+    truth (`depth` or `raw_depth`) inside the crop, at valid pixels (gt > 0 and inside protocol.valid_range).
+    mSSIM and edge F1 need whole maps, so they always compare it with the filled `depth` over the same crop, for every
+    protocol (raw depth has holes that would read as edges and structure), and are per-image means under every
+    aggregation (see the module docstring).
     """
 
-    def __init__(self, protocol: Protocol | str, edge_threshold: float = 0.2, max_depth: float = 10.0) -> None:
+    def __init__(self, protocol: Protocol | str, edge_threshold: float = 0.2) -> None:
         if isinstance(protocol, str):
-            if protocol not in PROTOCOLS:
-                raise ValueError(f"expected a protocol in {sorted(PROTOCOLS)}, got {protocol!r}")
-            protocol = PROTOCOLS[protocol]
-        if max_depth <= 0:
-            raise ValueError(f"expected max_depth > 0, got {max_depth}")
-        self.protocol, self.edge_threshold, self.max_depth = protocol, edge_threshold, max_depth
-        self._rows: list[dict[str, float]] = []
+            protocol = PROTOCOLS[check_choice("protocol", protocol, PROTOCOLS)]
+        self.protocol, self.edge_threshold = protocol, edge_threshold
+        self._rows: list[dict[str, float | None]] = []
         self._totals: dict[str, float] = {}
 
     def update(
@@ -270,13 +291,13 @@ class MetricAccumulator:
         """
         pred = _as_batch(pred_m, "pred_m")
         filled = _as_batch(depth, "depth")
-        _check_same_shape(pred, filled, "depth")
-        _check_finite(pred, "pixels")
+        check_same_shape("pred_m", pred.shape, "depth", filled.shape)
+        _check_finite(pred, "predictions")
         if self.protocol.gt == "rawDepths":
             if raw_depth is None:
                 raise ValueError(f"expected raw_depth for protocol {self.protocol.name!r}, got None")
             gt = _as_batch(raw_depth, "raw_depth")
-            _check_same_shape(pred, gt, "raw_depth")
+            check_same_shape("pred_m", pred.shape, "raw_depth", gt.shape)
         else:
             gt = filled
         for image in range(pred.shape[0]):
@@ -293,33 +314,46 @@ class MetricAccumulator:
             low, high = protocol.valid_range
             mask = (gt > low) & (gt < high)
         sums = _error_sums(*_valid_pixels(pred, gt, mask))
-        edges = _edge_counts(pred, filled, self.edge_threshold, self.max_depth)
-        mssim = ssim_metric(pred, filled, self.max_depth)
-        area = float(pred.numel())
-        row = {"image": len(self._rows), **_errors_from_sums(sums), "mssim": mssim, "edge_f1": _f1(*edges)}
-        self._rows.append({**row, "num_pixels": int(sums["count"])})
-        image_totals = {**sums, "tp": edges[0], "pred_edges": edges[1], "gt_edges": edges[2]}
-        image_totals.update(ssim_area=mssim * area, area=area)
-        for key, value in image_totals.items():
+        tp, predicted, actual = _edge_counts(pred, filled, self.edge_threshold)
+        row = {
+            "image": len(self._rows),
+            **_errors_from_sums(sums),
+            "mssim": ssim_metric(pred, filled, SSIM_DATA_RANGE),
+            "mssim_255": ssim_metric(pred, filled, SSIM_DATA_RANGE_255),
+            "edge_f1": _f1(tp, predicted, actual),
+            "num_pixels": int(sums["count"]),
+            "gt_edge_pixels": actual,
+        }
+        self._rows.append(row)
+        for key, value in {**sums, "tp": tp, "pred_edges": predicted, "gt_edges": actual}.items():
             self._totals[key] = self._totals.get(key, 0.0) + value
 
-    def result(self, aggregate: str | None = None) -> dict[str, float]:
-        """All eight metrics aggregated over the images so far (default: the protocol's aggregation), plus
-        num_images and num_pixels (valid pixels of the depth metrics)."""
-        aggregate = aggregate or self.protocol.aggregate
-        if aggregate not in AGGREGATES:
-            raise ValueError(f"expected aggregate in {AGGREGATES}, got {aggregate!r}")
+    def result(self, aggregate: str | None = None) -> dict[str, float | int | None]:
+        """Every metric over the images so far: the depth errors aggregated as `aggregate` says (default: the
+        protocol's), mssim, mssim_255 and edge_f1 as per-image means; edge_f1_pooled; and the counts num_images,
+        edge_f1_images (images with ground-truth edges; edge_f1 and edge_f1_pooled are None when 0) and num_pixels
+        (valid pixels of the depth errors)."""
+        aggregate = check_choice("aggregate", aggregate or self.protocol.aggregate, AGGREGATES)
         if not self._rows:
             raise ValueError("expected at least one update() before result(), got 0 images")
-        totals = self._totals
         if aggregate == "pooled":
-            metrics = _errors_from_sums(totals)
-            metrics["mssim"] = totals["ssim_area"] / totals["area"]
-            metrics["edge_f1"] = _f1(totals["tp"], totals["pred_edges"], totals["gt_edges"])
+            metrics: dict[str, float | int | None] = dict(_errors_from_sums(self._totals))
         else:
-            metrics = {key: math.fsum(row[key] for row in self._rows) / len(self._rows) for key in METRIC_KEYS}
-        return {**metrics, "num_images": len(self._rows), "num_pixels": int(totals["count"])}
+            metrics = {key: _mean([row[key] for row in self._rows]) for key in DEPTH_KEYS}
+        counted = [row["edge_f1"] for row in self._rows if row["edge_f1"] is not None]
+        metrics["mssim"] = _mean([row["mssim"] for row in self._rows])
+        metrics["mssim_255"] = _mean([row["mssim_255"] for row in self._rows])
+        metrics["edge_f1"] = _mean(counted) if counted else None
+        totals = self._totals
+        metrics["edge_f1_pooled"] = _f1(int(totals["tp"]), int(totals["pred_edges"]), int(totals["gt_edges"]))
+        metrics.update(num_images=len(self._rows), edge_f1_images=len(counted), num_pixels=int(totals["count"]))
+        return metrics
 
-    def rows(self) -> list[dict[str, float]]:
-        """One dict per image, in update order: image (0-based), the eight metrics, num_pixels."""
+    def rows(self) -> list[dict[str, float | None]]:
+        """One dict per image, in update order: image (0-based), METRIC_KEYS (edge_f1 None without ground-truth
+        edges), num_pixels and gt_edge_pixels."""
         return [dict(row) for row in self._rows]
+
+
+def _mean(values: list) -> float:
+    return math.fsum(values) / len(values)

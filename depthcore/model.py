@@ -146,6 +146,11 @@ class DenseDepth(nn.Module):
         return self.conv3(x)  # (B, 1, H'/2, W'/2)
 
 
+def output_stride(downsample: bool) -> int:
+    """Input pixels per output pixel along each side: 8 with the input pooling (Table 1), 2 without (the paper)."""
+    return 2 * (INPUT_POOL if downsample else 1)
+
+
 def pretrained_weights_path() -> Path:
     """Where torchvision caches the ImageNet DenseNet-169 file: $TORCH_HOME/hub/checkpoints/densenet169-b2777c0a.pth."""
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(PRETRAINED_WEIGHTS.url).name

@@ -40,6 +40,11 @@ def bar(iterable: Iterable | None = None, *, stream: TextIO | None = None, **kwa
     return tqdm(iterable, file=_Lines(stream), ascii=True, **kwargs)
 
 
+def write(message: str) -> None:
+    """Print one line of news (to stdout) without breaking a live progress bar."""
+    tqdm.write(message)
+
+
 def _is_terminal(stream: TextIO) -> bool:
     try:
         return stream.isatty()

@@ -296,10 +296,11 @@ def _array_formats() -> dict[str, Any]:
     """How each member is stored, for the manifest."""
     depth = (
         f"(H, W) uint16 millimetres (metres = stored / 1000, within {DEPTH_BOUND_M} m of the source, at most "
-        f"{DEPTH_MAX_M} m), or a 1-D uint8 array of a depth PNG's bytes (16-bit: millimetres; 8-bit: value / 255 * 10 m)"
+        f"{DEPTH_MAX_M} m), or a 1-D uint8 array of a depth PNG's bytes (16-bit: millimetres; 8-bit: "
+        "value / 255 * 10 m)"
     )
     return {
-        "rgb": "(H, W, 3) uint8 pixels, or a 1-D uint8 array of an image file's bytes (JPEG or PNG, as the source stores it)",
+        "rgb": "(H, W, 3) uint8 pixels, or a 1-D uint8 array of an image file's bytes (JPEG or PNG, as stored)",
         "depth": depth + "; holes filled",
         "raw_depth": depth + "; 0 = no sensor reading; present only when has_raw_depth",
         "members": "rgb_XXXX, depth_XXXX (and raw_depth_XXXX) for image XXXX of the shard (zero-padded from 0000)",

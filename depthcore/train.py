@@ -1,10 +1,16 @@
-"""The training loop: AdamW over the train shards, validation loss each epoch, checkpoint and resume.
+"""The training loop: Adam(W) over the train shards, validation loss each epoch, checkpoint and resume, one or many
+processes.
 
-A checkpoint (`models/checkpoint.pt`) is written atomically after every epoch with the model, optimizer and scaler
-state, the epoch and the per-epoch history. Shuffle order and augmentation are functions of (seed, epoch, index)
-(depthcore.data), so a run killed mid-epoch and started again resumes from the last complete epoch and, on the CPU,
+A resume checkpoint (`models/checkpoint.pt`) is written atomically every `train.checkpoint_every` epochs and after
+the last one, with the model, optimizer, scaler and learning-rate schedule state and the per-epoch history (its
+length is the number of epochs done). Shuffle order and augmentation are functions of (seed, epoch, index)
+(depthcore.data), so a run killed mid-epoch and started again resumes from the last checkpoint and, on the CPU,
 ends with exactly the weights of a run that was never interrupted. A checkpoint made with other settings, other
 data or other training code (its fingerprint differs) is ignored and training starts afresh.
+
+Under torchrun (`depthcore.distributed`) every process trains on its share of each batch with DistributedDataParallel
+(the global batch is `train.batch_size` times the processes), every process loads the checkpoint, validation sums
+are added over the processes, and rank 0 alone writes logs, checkpoints and the model.
 """
 
 from __future__ import annotations
@@ -14,33 +20,38 @@ import json
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from torch.nn.parallel import DistributedDataParallel
 
-from depthcore.files import atomic_path
-from depthcore.config import Config, as_dict
-from depthcore.data import ShardDataset, make_loader
+from depthcore.config import Config, TrainConfig, as_dict
+from depthcore.data import ShardDataset, make_loader, resolve_num_workers
 from depthcore.device import Runtime, resolve_runtime
-from depthcore.loss import DepthLoss, to_metres
+from depthcore.distributed import Dist
+from depthcore.errors import DepthcoreError
+from depthcore.inference import Predictor, atomic_save, prediction_grid, prepare, save_model
+from depthcore.loss import DepthLoss
 from depthcore.model import DenseDepth
+from depthcore.progress import bar, write
 from depthcore.shards import read_manifest
-from depthcore.visualize import depth_grid
 
-#: Params that do not change the trained weights, left out of the checkpoint fingerprint: more epochs continue a run.
-NOT_FINGERPRINTED = {"train": ("epochs", "num_workers", "num_vis")}
-#: The modules of this package whose code determines the trained weights, part of the checkpoint fingerprint.
-TRAINING_CODE = ("train", "model", "loss", "data", "device")
+#: Params that do not change the trained weights, left out of the checkpoint fingerprint: more epochs continue a run
+#: (unless the learning-rate schedule spans the epochs: see `fingerprint`).
+NOT_FINGERPRINTED = {"train": ("epochs", "nproc", "num_workers", "checkpoint_every", "num_vis")}
+#: The modules of this package whose code determines the trained weights, part of the checkpoint fingerprint
+#: (tests/test_dvc_deps.py checks this list against the import closure of this module).
+TRAINING_CODE = ("train", "model", "loss", "data", "shards", "codec", "device", "distributed", "config", "checks")
 PACKAGE_DIR = Path(__file__).resolve().parent
+#: Optimizer steps between looks at the running loss (a device-to-host copy): the progress bar and the check that
+#: the loss is finite; the end of an epoch always looks.
+LOSS_CHECK_EVERY = 20
+
+#: config -> a freshly initialised network (B, 3, H, W) -> (B, 1, h, w); `build_model` unless a test swaps it.
+ModelFactory = Callable[[Config], torch.nn.Module]
 
 
-#: rgb (B, 3, H, W) in [0, 1] -> depth (B, 1, H, W) in metres at the input's resolution.
-Predictor = Callable[[torch.Tensor], torch.Tensor]
-
-
-class NonFiniteLoss(FloatingPointError):
+class NonFiniteLoss(DepthcoreError, FloatingPointError):
     """The training loss became NaN or infinite."""
 
 
@@ -52,25 +63,37 @@ def build_model(config: Config) -> DenseDepth:
 
 
 def build_loss(config: Config) -> DepthLoss:
-    c = config.loss
-    return DepthLoss(c.w_depth, c.w_grad, c.w_ssim, target=c.target, min_depth=c.min_depth, max_depth=c.max_depth)
+    loss = config.loss
+    return DepthLoss(
+        loss.w_depth, loss.w_grad, loss.w_ssim, target=loss.target, min_depth=loss.min_depth, max_depth=loss.max_depth
+    )
 
 
-def prepare(model: DenseDepth, runtime: Runtime, compile_model: bool = False) -> torch.nn.Module:
-    """Move `model` to the runtime's device and memory format; returns the module to call (compiled or not)."""
-    fmt = torch.channels_last if runtime.channels_last else torch.contiguous_format
-    model.to(runtime.device, memory_format=fmt)
-    return torch.compile(model) if compile_model else model
+def make_optimizer(model: torch.nn.Module, config: Config) -> torch.optim.Optimizer:
+    """Adam or AdamW (`train.optimizer`) over the parameters that train (a frozen encoder's are left out).
 
-
-def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW over the parameters that train (a frozen encoder's are left out), its state fp32 like them.
-
-    Fused: one kernel updates every parameter, instead of a Python loop of small ops per tensor; on the 2-core CPU
-    that takes the optimizer from ~0.18 s to ~0.07 s of a ~1.6 s bf16 step (benchmarks/train_step.py).
+    Fused: one kernel updates every parameter, instead of a Python loop of small ops per tensor (about 0.1 s of a
+    CPU step; benchmarks/train_step.py).
     """
+    t = config.train
     trainable = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.AdamW(trainable, lr=lr, weight_decay=weight_decay, fused=True)
+    kind = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
+    return kind(trainable, lr=t.lr, weight_decay=t.weight_decay, amsgrad=t.amsgrad, fused=True)
+
+
+def lr_factor(step: int, total_steps: int, schedule: str, warmup_fraction: float) -> float:
+    """The learning rate at optimizer step `step` (0-based) as a fraction of `train.lr`.
+
+    A linear warm-up over the first round(warmup_fraction * total_steps) steps, from 1 / (warm-up steps + 1) up to 1;
+    then 1 (constant) or a cosine from 1 down to 0 at step `total_steps` (cosine).
+    """
+    warmup = round(warmup_fraction * total_steps)
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup) / max(total_steps - warmup, 1)
+    return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
 def train_step(
@@ -80,50 +103,49 @@ def train_step(
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     runtime: Runtime,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """One optimizer step on `rgb` (B, 3, H, W) and `depth` (B, 1, H, W) metres; returns detached loss and parts.
+    grad_clip: float = 0.0,
+) -> torch.Tensor:
+    """One optimizer step on `rgb` (B, 3, H, W) uint8 and `depth` (B, 1, H, W) metres; returns the detached loss.
 
     The forward runs under the runtime's autocast; the loss is computed in fp32 (DepthLoss) and so is the optimizer.
+    With `grad_clip` > 0 the gradient's global norm is clipped to it first. Nothing here waits for the device.
     """
     rgb, depth = runtime.images(batch["rgb"]), batch["depth"].to(runtime.device, non_blocking=True)
     optimizer.zero_grad(set_to_none=True)
     with runtime.autocast():
         pred = net(rgb)  # (B, 1, h, w) target space
-    loss, parts = loss_fn(pred, depth)
+    loss, _ = loss_fn(pred, depth)
     scaler.scale(loss).backward()
+    if grad_clip > 0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]], grad_clip)
     scaler.step(optimizer)
     scaler.update()
-    return loss.detach(), parts
-
-
-@torch.no_grad()
-def predict_depth(net: torch.nn.Module, rgb: torch.Tensor, runtime: Runtime, loss_fn: DepthLoss) -> torch.Tensor:
-    """rgb (B, 3, H, W) in [0, 1] -> depth (B, 1, H, W) in metres, upsampled bilinearly to the input's size."""
-    with runtime.autocast():
-        pred = net(runtime.images(rgb))  # (B, 1, h, w) target space
-    pred = torch.nn.functional.interpolate(pred.float(), size=rgb.shape[-2:], mode="bilinear", align_corners=True)
-    return to_metres(pred, loss_fn.target, loss_fn.min_depth, loss_fn.max_depth)
+    return loss.detach()
 
 
 @torch.no_grad()
 def validation_loss(
-    net: torch.nn.Module, loader: torch.utils.data.DataLoader, loss_fn: DepthLoss, runtime: Runtime
+    net: torch.nn.Module, loader: torch.utils.data.DataLoader, loss_fn: DepthLoss, runtime: Runtime, info: Dist
 ) -> float:
-    """Mean loss over the loader's images, each batch weighted by its size."""
+    """Mean loss over the validation images of every process, each batch weighted by its size."""
     net.eval()
-    total, count = 0.0, 0
+    total, count = torch.zeros((), dtype=torch.float64, device=runtime.device), 0
     for batch in loader:
         with runtime.autocast():
             pred = net(runtime.images(batch["rgb"]))
-        loss, _ = loss_fn(pred, batch["depth"].to(runtime.device))
-        total += loss.item() * len(pred)
+        loss, _ = loss_fn(pred, batch["depth"].to(runtime.device, non_blocking=True))
+        total += loss.double() * len(pred)
         count += len(pred)
-    return total / count
+    total_all, count_all = info.sum([total.item(), count])
+    return total_all / count_all
 
 
-def fingerprint(config: Config, manifest: dict, code_dir: Path = PACKAGE_DIR) -> str:
-    """SHA-256 of what determines the trained weights: params (less NOT_FINGERPRINTED), shards and training code.
+def fingerprint(config: Config, manifest: dict, world_size: int, code_dir: Path = PACKAGE_DIR) -> str:
+    """SHA-256 of what determines the trained weights: params (less NOT_FINGERPRINTED), the number of processes
+    (the global batch), shards and training code.
 
+    `train.epochs` counts too when the learning-rate schedule spans the run (cosine): its steps then depend on it.
     The code is the TRAINING_CODE modules' files in `code_dir`, so that a fix to, say, the loss retrains rather than
     resuming the checkpoint of the old code (DVC reruns the stage on any change to them).
     """
@@ -131,20 +153,11 @@ def fingerprint(config: Config, manifest: dict, code_dir: Path = PACKAGE_DIR) ->
     params.pop("eval")
     for section, keys in NOT_FINGERPRINTED.items():
         for key in keys:
-            params[section].pop(key)
+            if not (key == "epochs" and config.train.schedule != "constant"):
+                params[section].pop(key)
     code = {name: hashlib.sha256((code_dir / f"{name}.py").read_bytes()).hexdigest() for name in TRAINING_CODE}
-    blob = json.dumps({"params": params, "shards": manifest["shards"], "code": code}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save that leaves either the complete new file or the old one; equal objects give equal bytes.
-
-    torch.save names the archive inside the file after the file it is given, here a randomly named temporary file;
-    through an open file object it is always "archive", so a rerun writes the same bytes (and DVC the same hash).
-    """
-    with atomic_path(path) as tmp, tmp.open("wb") as file:
-        torch.save(obj, file)
+    blob = {"params": params, "world_size": world_size, "shards": manifest["shards"], "code": code}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def load_checkpoint(path: Path, expected_fingerprint: str) -> dict | None:
@@ -153,7 +166,7 @@ def load_checkpoint(path: Path, expected_fingerprint: str) -> dict | None:
         return None
     state = torch.load(path, map_location="cpu", weights_only=True)
     if state.get("fingerprint") != expected_fingerprint:
-        tqdm.write(f"ignoring {path}: it was made with other params or data; training from scratch")
+        write(f"ignoring {path}: it was made with other params, data or code; training from scratch")
         return None
     return state
 
@@ -163,104 +176,145 @@ def fit(
     shard_dir: Path,
     model_path: Path,
     checkpoint_path: Path,
-    log: Callable[[dict[str, float], np.ndarray], None],
+    log: Callable[[dict[str, float], np.ndarray | None], None],
+    info: Dist | None = None,
+    build: ModelFactory = build_model,
 ) -> list[dict[str, float]]:
     """Train per `config` on `shard_dir`, resuming from `checkpoint_path`; write the final `model_path`.
 
-    `log(epoch_metrics, grid)` is called after every epoch, and replayed for epochs restored from a checkpoint (grid
-    None but for the last), so that a resumed run logs what an uninterrupted one does: every epoch's metrics, and
-    the grid of the last epoch run or restored, even when the checkpoint already holds every epoch (DVC reruns the
-    stage after a change to a param that the fingerprint leaves out). Returns the per-epoch history.
+    `log(epoch_metrics, grid)` is called on rank 0 after every epoch, and replayed for epochs restored from a
+    checkpoint (grid None but for the last), so that a resumed run logs what an uninterrupted one does: every epoch's
+    metrics, and the grid of the last epoch run or restored, even when the checkpoint already holds every epoch (DVC
+    reruns the stage after a change to a param that the fingerprint leaves out). `info` is this process's place in
+    a torchrun launch (`depthcore.distributed.setup`; None: one process); `build` makes the network. Returns the
+    per-epoch history.
     """
-    c, a = config.train, config.augment
-    runtime = resolve_runtime(c.device, c.precision, c.channels_last)
-    model = build_model(config)
-    net = prepare(model, runtime, c.compile)  # on the device before the optimizer, so resumed state lands there too
+    info = info or Dist()
+    t, a = config.train, config.augment
+    runtime = resolve_runtime(t.device, t.precision, t.channels_last)
+    if runtime.device.type == "cuda":
+        runtime = Runtime(torch.device("cuda", torch.cuda.current_device()), runtime.dtype, runtime.channels_last)
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels once
+    model = build(config)
+    if t.sync_bn and info.active and runtime.device.type == "cuda":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    net = prepare(model, runtime, t.compile)  # on the device before the optimizer, so resumed state lands there too
+    if info.active:
+        net = DistributedDataParallel(net, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None)
     loss_fn = build_loss(config)
-    optimizer = make_optimizer(model, c.lr, c.weight_decay)
+    optimizer = make_optimizer(model, config)
     scaler = runtime.grad_scaler()
-    manifest = read_manifest(shard_dir)
-    fp = fingerprint(config, manifest)
-    history: list[dict[str, float]] = []
-    state = load_checkpoint(checkpoint_path, fp)
-    if state is not None and len(state["history"]) <= c.epochs:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        history = state["history"]
-        tqdm.write(f"resuming from {checkpoint_path} after epoch {len(history)}")
     train_set = ShardDataset(
         shard_dir, "train", augment=True, flip_p=a.flip_p, channel_swap_p=a.channel_swap_p, seed=config.seed
     )
     val_set = ShardDataset(shard_dir, "val", verify=False)
-    val_loader = make_loader(
-        val_set, c.batch_size, shuffle=False, seed=config.seed, num_workers=c.num_workers, device=runtime.device
+    workers = resolve_num_workers(t.num_workers, info.local_world_size)
+    loader = make_loader(train_set, t.batch_size, shuffle=True, seed=config.seed, rank=info.rank,
+                         world_size=info.world_size, num_workers=workers, device=runtime.device)
+    val_loader = make_loader(val_set, t.batch_size, shuffle=False, seed=config.seed, rank=info.rank,
+                             world_size=info.world_size, num_workers=workers, device=runtime.device)
+    steps_per_epoch = len(loader)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, t.epochs * steps_per_epoch, t.schedule, t.warmup_fraction)
     )
+    fp = fingerprint(config, read_manifest(shard_dir), info.world_size)
+    history: list[dict[str, float]] = []
+    state = load_checkpoint(checkpoint_path, fp)
+    if state is not None and len(state["history"]) <= t.epochs:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        scheduler.load_state_dict(state["scheduler"])
+        history = state["history"]
+        if info.is_main:
+            write(f"resuming from {checkpoint_path} after epoch {len(history)}")
+    info.barrier()  # every process has read the checkpoint before rank 0 may write it again
+    predictor = Predictor(model, runtime, as_dict(config.loss))
 
     def grid() -> np.ndarray:
-        net.eval()
-        return prediction_grid(
-            lambda rgb: predict_depth(net, rgb, runtime, loss_fn), val_set, c.num_vis, loss_fn.max_depth
-        )
+        return prediction_grid(predictor, val_set, t.num_vis)
 
-    for i, record in enumerate(history):  # restored epochs: the last one with its grid, the image a run leaves
-        log(record, grid() if i == len(history) - 1 else None)
-    tqdm.write(
-        f"training on {runtime.device} ({runtime.precision}), {len(train_set)} train / {len(val_set)} val images"
-    )
-    for epoch in range(len(history), c.epochs):
-        loader = make_loader(
-            train_set,
-            c.batch_size,
-            shuffle=True,
-            seed=config.seed,
-            epoch=epoch,
-            num_workers=c.num_workers,
-            device=runtime.device,
+    if info.is_main:
+        for i, record in enumerate(history):  # restored epochs: the last one with its grid, the image a run leaves
+            log(record, grid() if i == len(history) - 1 else None)
+        write(
+            f"training on {runtime.device} ({runtime.precision}), {info.world_size} process(es) x batch "
+            f"{t.batch_size}, {len(train_set)} train / {len(val_set)} val images, {steps_per_epoch} steps per epoch"
         )
-        net.train()
-        total, count = 0.0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{c.epochs}", unit="batch", leave=False)
-        for step, batch in enumerate(bar):
-            loss, _ = train_step(net, batch, loss_fn, optimizer, scaler, runtime)
-            value = loss.item()
-            if not math.isfinite(value):
-                raise NonFiniteLoss(
-                    f"training loss is {value} at epoch {epoch + 1}, step {step + 1}; lower train.lr, or try "
-                    "train.precision=fp32 to rule out reduced precision"
-                )
-            total += value * len(batch["rgb"])
-            count += len(batch["rgb"])
-            bar.set_postfix(loss=f"{total / count:.4f}")
+    for epoch in range(len(history), t.epochs):
         record = {
             "epoch": epoch + 1,
-            "train_loss": total / count,
-            "val_loss": validation_loss(net, val_loader, loss_fn, runtime),
+            "train_loss": _train_epoch(net, loader, epoch, loss_fn, optimizer, scaler, scheduler, runtime, info, t),
+            "val_loss": validation_loss(model, val_loader, loss_fn, runtime, info),
         }
         history.append(record)
-        tqdm.write(
-            f"epoch {epoch + 1}/{c.epochs}: train loss {record['train_loss']:.4f}, val loss {record['val_loss']:.4f}"
-        )
-        checkpoint = {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict(),
-            "history": history,
-            "fingerprint": fp,
-        }
-        atomic_save(checkpoint, checkpoint_path)
-        log(record, grid())
-    atomic_save({"model": model.state_dict(), "config": as_dict(config), "epoch": len(history)}, model_path)
+        if info.is_main:
+            write(f"epoch {epoch + 1}/{t.epochs}: train loss {record['train_loss']:.4f}, "
+                      f"val loss {record['val_loss']:.4f}, lr {scheduler.get_last_lr()[0]:.3g}")
+            if (epoch + 1) % t.checkpoint_every == 0 or epoch + 1 == t.epochs:
+                checkpoint = {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "history": history,
+                    "fingerprint": fp,
+                }
+                atomic_save(checkpoint, checkpoint_path)
+            log(record, grid())
+        info.barrier()
+    if info.is_main:
+        save_model(model_path, model, config, len(history))
+    info.barrier()
     return history
 
 
-def prediction_grid(
-    predict: Predictor, dataset: ShardDataset, num: int, max_depth: float, with_error: bool = False
-) -> np.ndarray:
-    """The first `num` images of `dataset` as an RGB | truth | prediction (| error) grid, (num*H, C*W, 3) uint8."""
-    items = [dataset[i] for i in range(min(num, len(dataset)))]
-    rgb = torch.stack([item["rgb"] for item in items])  # (N, 3, H, W)
-    pred = predict(rgb).cpu()[:, 0].numpy()  # (N, H, W) metres
-    gt = torch.stack([item["depth"][0] for item in items]).numpy()  # (N, H, W) metres
-    rgb_u8 = (rgb.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)  # (N, H, W, 3)
-    return depth_grid(rgb_u8, gt, pred, max_depth, with_error)
+def _train_epoch(
+    net: torch.nn.Module,
+    loader: torch.utils.data.DataLoader,
+    epoch: int,
+    loss_fn: DepthLoss,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    runtime: Runtime,
+    info: Dist,
+    t: TrainConfig,
+) -> float:
+    """One pass over this process's share of the training split; returns the mean loss over every process's images.
+
+    The per-step losses stay on the device; every LOSS_CHECK_EVERY steps and at the end they are copied to the host
+    once, to update the progress bar and to stop at the first non-finite one.
+    """
+    net.train()
+    loader.sampler.set_epoch(epoch)
+    losses = torch.zeros(len(loader), dtype=torch.float64, device=runtime.device)  # per step, this process
+    sizes = []
+    checked = 0
+    with bar(total=len(loader), desc=f"epoch {epoch + 1}/{t.epochs}", unit="batch", leave=False,
+             disable=not info.is_main) as progress:
+        for step, batch in enumerate(loader):
+            losses[step] = train_step(net, batch, loss_fn, optimizer, scaler, runtime, t.grad_clip)
+            scheduler.step()
+            sizes.append(len(batch["rgb"]))
+            if step + 1 - checked == LOSS_CHECK_EVERY or step + 1 == len(loader):
+                seen = losses[: step + 1].cpu().numpy()
+                _check_finite(seen, checked, epoch)
+                weights = np.asarray(sizes, dtype=np.float64)
+                progress.set_postfix(loss=f"{np.dot(seen, weights) / weights.sum():.4f}", refresh=False)
+                progress.update(step + 1 - checked)
+                checked = step + 1
+    per_step = losses.cpu().numpy()
+    total, count = info.sum([float(np.dot(per_step, np.asarray(sizes, dtype=np.float64))), float(sum(sizes))])
+    return total / count
+
+
+def _check_finite(losses: np.ndarray, start: int, epoch: int) -> None:
+    """Raise NonFiniteLoss naming the first non-finite loss among steps start.. of `losses` (per step, 0-based)."""
+    bad = np.flatnonzero(~np.isfinite(losses[start:]))
+    if bad.size:
+        step = start + int(bad[0])
+        raise NonFiniteLoss(
+            f"training loss is {losses[step]} at epoch {epoch + 1}, step {step + 1}; lower train.lr, set "
+            "train.grad_clip, or try train.precision=fp32 to rule out reduced precision"
+        )

@@ -1,0 +1,127 @@
+"""Multi-process training on PyTorch's own engine: detect a torchrun launch, set up and tear down, rank-0 helpers.
+
+`torchrun --nproc-per-node=N stages/train.py` starts N processes with RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and
+MASTER_PORT in their environment; `setup()` turns that into a process group (nccl on CUDA, gloo otherwise) and
+returns a `Dist`. Without torchrun, or with a world of one process, it is a no-op: `Dist()` is rank 0 of 1, its
+collectives return their input, and nothing is initialised, so a one-process run is exactly a plain run.
+
+Restarts (`torchrun --max-restarts`): each attempt's processes meet in their own namespace of the rendezvous store
+(prefix `attempt<TORCHELASTIC_RESTART_COUNT>`), since a gloo group set up again on the keys of a failed attempt
+fails intermittently.
+
+`python -m depthcore.distributed NPROC` prints the number of processes the `train.nproc` value NPROC means here:
+the integer itself, or for `auto` every visible CUDA device, 1 on a machine without one. dvc.yaml's train command
+uses it, because torchrun's own `auto` means every CPU core on a CPU-only machine.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+STORE_TIMEOUT = timedelta(minutes=30)
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in the run: `rank` of `world_size` processes, `local_rank` on its machine."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    local_world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the process that writes logs, checkpoints and the model."""
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        """More than one process, so a process group exists."""
+        return self.world_size > 1
+
+    def barrier(self) -> None:
+        """Wait until every process gets here."""
+        if self.active:
+            dist.barrier()
+
+    def sum(self, values: list[float]) -> list[float]:
+        """Element-wise sums over all processes (float64, so counts and totals stay exact)."""
+        if not self.active:
+            return list(values)
+        tensor = torch.tensor(values, dtype=torch.float64)
+        if dist.get_backend() == "nccl":
+            tensor = tensor.cuda()
+        dist.all_reduce(tensor)
+        return tensor.cpu().tolist()
+
+
+def launched() -> Dist:
+    """The `Dist` the environment describes (torchrun sets RANK and friends); one process when it says nothing."""
+    if "RANK" not in os.environ:
+        return Dist()
+    env = {key: int(os.environ[key]) for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")}
+    return Dist(env["RANK"], env["WORLD_SIZE"], env["LOCAL_RANK"], env["LOCAL_WORLD_SIZE"])
+
+
+def setup(device_type: str) -> Dist:
+    """Join the process group of a torchrun launch (nccl on CUDA, gloo otherwise); a no-op for one process.
+
+    On CUDA each process takes the device of its local rank.
+    """
+    info = launched()
+    if not info.active:
+        return info
+    if device_type == "cuda":
+        torch.cuda.set_device(info.local_rank)
+    host, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+    agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"  # torchrun's agent hosts the store
+    store = dist.TCPStore(
+        host, port, info.world_size, is_master=info.is_main and not agent_store, timeout=STORE_TIMEOUT,
+        wait_for_workers=False,
+    )  # fmt: skip
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    dist.init_process_group(
+        "nccl" if device_type == "cuda" else "gloo",
+        store=dist.PrefixStore(f"depthcore/attempt{attempt}", store),
+        rank=info.rank,
+        world_size=info.world_size,
+        timeout=STORE_TIMEOUT,
+    )
+    return info
+
+
+def teardown(info: Dist) -> None:
+    """Leave the process group, if one was joined."""
+    if info.active and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def resolve_nproc(value: int | str) -> int:
+    """`train.nproc` as a number of processes: an integer >= 1, or `auto` = every visible CUDA device (1 without)."""
+    if value == "auto":
+        return max(torch.cuda.device_count(), 1)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"expected train.nproc to be an integer >= 1 or auto, got {value!r}")
+    return value
+
+
+def _main(argv: list[str]) -> None:
+    """`python -m depthcore.distributed NPROC`: print `resolve_nproc(NPROC)`."""
+    if len(argv) != 1:
+        sys.exit("usage: python -m depthcore.distributed NPROC  (an integer >= 1 or auto)")
+    value = argv[0]
+    try:
+        print(resolve_nproc(value if value == "auto" else int(value)))
+    except ValueError as err:
+        sys.exit(f"error: {err}")
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])
