@@ -95,11 +95,9 @@ class DenseDepth(nn.Module):
         self.encoder = densenet169(weights=None).features
         if pretrained:
             load_pretrained_encoder(self.encoder)
-        self.input_mean: torch.Tensor | None = None
-        self.input_std: torch.Tensor | None = None
-        if pretrained if imagenet_normalize is None else imagenet_normalize:
-            self.register_buffer("input_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
-            self.register_buffer("input_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+        normalize = pretrained if imagenet_normalize is None else imagenet_normalize
+        for name, values in (("input_mean", IMAGENET_MEAN), ("input_std", IMAGENET_STD)):  # None: no buffer saved
+            self.register_buffer(name, torch.tensor(values).view(1, 3, 1, 1) if normalize else None)
         self.conv2 = nn.Conv2d(BOTTLENECK_CHANNELS, BOTTLENECK_CHANNELS, kernel_size=1)
         blocks, in_channels = [], BOTTLENECK_CHANNELS
         for skip_channels, out_channels in zip(SKIP_CHANNELS, DECODER_CHANNELS):

@@ -5,15 +5,28 @@ from __future__ import annotations
 from pathlib import Path
 
 PARAMS = Path("params.yaml")
-NYU_MAT = Path("data/nyu_depth_v2_labeled.mat")  # the download stage's output, synthetic or real
+SOURCE_DIR = Path("data/source")  # the download stage's output: the source's one file (depthcore.sources)
+#: The file the download stage leaves in SOURCE_DIR for each `data.source`.
+SOURCE_FILES = {
+    "synthetic": "nyu_depth_v2_labeled.mat",
+    "nyuv2": "nyu_depth_v2_labeled.mat",
+    "densedepth": "nyu_data.zip",
+}
 SPLITS = Path("data/splits.json")  # the indices of each split, as used
 SHARDS = Path("data/shards")
-MODEL = Path("models/model.pt")  # final weights with the resolved config and epoch
-CHECKPOINT = Path("models/checkpoint.pt")  # last complete epoch, for resuming (persisted)
-TRAIN_LOG = Path("dvclive")  # dvclive: train/val loss per epoch and the validation grid
-EVAL = Path("metrics/eval.json")
+MODEL = Path("models/model.pt")  # final weights with the resolved config and the epochs trained
+CHECKPOINT = Path("models/checkpoint.pt")  # for resuming; not a DVC output (git-ignored, kept across reruns)
+TRAIN_LOG = Path("dvclive")  # dvclive: train/val loss per epoch, the validation grid and the loss curves
+EVAL = Path("metrics/eval.json")  # numbers only (a DVC metric)
+EVAL_INFO = Path("metrics/eval_info.json")  # provenance and notes beside it
 PER_IMAGE = Path("metrics/per_image.csv")
-BASELINES = Path("metrics/baselines.json")
+BASELINES = Path("metrics/baselines.json")  # numbers only (reference material, not an experiment metric)
+BASELINES_INFO = Path("metrics/baselines_info.json")
 EVAL_PLOTS = Path("plots/eval")
 PUBLISHED = Path("references/published_nyuv2.csv")
 COMPARISON = Path("metrics/comparison")  # .md, .csv and .json
+
+
+def source_file(source: str, root: Path = SOURCE_DIR) -> Path:
+    """Where the download stage puts the file of `source` (a `data.source` value)."""
+    return root / SOURCE_FILES[source]

@@ -1,22 +1,22 @@
-"""Stage baselines: model-free predictors (random guess, mean depth) through the evaluation protocols."""
+"""Stage baselines: random guess, mean depth and the output-resolution oracle through the evaluation protocols."""
 
 from __future__ import annotations
 
 from depthcore.config import load_config
+from depthcore.errors import run_main
 from depthcore.evaluate import evaluate_baselines
-from depthcore.paths import BASELINES, SHARDS
-from depthcore.report import protocol_record, provenance, write_json
+from depthcore.paths import BASELINES, BASELINES_INFO, SHARDS
+from depthcore.report import info_record, metrics_record, provenance, write_json
 from depthcore.shards import read_manifest
 
 
 def main() -> None:
     config = load_config()
-    origin = provenance(config, read_manifest(SHARDS))
-    results = evaluate_baselines(config, SHARDS)
-    write_json(
-        BASELINES, {"provenance": origin, **{name: protocol_record(acc, origin) for name, acc in results.items()}}
-    )
+    results, unusable = evaluate_baselines(config, SHARDS)
+    protocols = list(next(iter(results.values())))
+    write_json(BASELINES_INFO, info_record(provenance(config, read_manifest(SHARDS)), protocols, unusable))
+    write_json(BASELINES, {name: metrics_record(accumulators) for name, accumulators in results.items()})
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -4,25 +4,26 @@ from __future__ import annotations
 
 from PIL import Image
 
-from depthcore.files import atomic_path
 from depthcore.config import load_config
+from depthcore.errors import run_main
 from depthcore.evaluate import evaluate_model
-from depthcore.paths import EVAL, EVAL_PLOTS, MODEL, PER_IMAGE, SHARDS
-from depthcore.report import per_image_table, protocol_record, provenance, write_json
+from depthcore.files import atomic_path
+from depthcore.paths import EVAL, EVAL_INFO, EVAL_PLOTS, MODEL, PER_IMAGE, SHARDS
+from depthcore.report import info_record, metrics_record, per_image_table, provenance, write_json
 from depthcore.shards import read_manifest
 
 
 def main() -> None:
     config = load_config()
     manifest = read_manifest(SHARDS)
-    origin = provenance(config, manifest)
-    accumulators, grid = evaluate_model(config, SHARDS, MODEL)
+    accumulators, unusable, grid = evaluate_model(config, SHARDS, MODEL)
     with atomic_path(PER_IMAGE) as tmp:
         per_image_table(accumulators, manifest["source_indices"]["test"]).to_csv(tmp, index=False, float_format="%.6f")
     with atomic_path(EVAL_PLOTS / "test_grid.png") as tmp:
         Image.fromarray(grid).save(tmp, format="PNG")
-    write_json(EVAL, {"provenance": origin, **protocol_record(accumulators, origin)})
+    write_json(EVAL_INFO, info_record(provenance(config, manifest), list(accumulators), unusable))
+    write_json(EVAL, metrics_record(accumulators))
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

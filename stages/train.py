@@ -1,28 +1,43 @@
-"""Stage train: fit DenseDepth on the train shards, logging losses and a validation grid with dvclive."""
+"""Stage train: fit DenseDepth on the train shards (one process, or many under torchrun), logging losses, loss curves
+and a validation grid with dvclive on rank 0."""
 
 from __future__ import annotations
 
 import numpy as np
 from dvclive import Live
 
+from depthcore import distributed
 from depthcore.config import load_config
+from depthcore.device import resolve_device
+from depthcore.errors import run_main
 from depthcore.paths import CHECKPOINT, MODEL, SHARDS, TRAIN_LOG
 from depthcore.train import fit
+from depthcore.visualize import loss_curves
 
 
 def main() -> None:
     config = load_config()
-    with Live(dir=str(TRAIN_LOG), dvcyaml=None, save_dvc_exp=False) as live:
+    info = distributed.setup(resolve_device(config.train.device).type)
+    try:
+        if not info.is_main:
+            fit(config, SHARDS, MODEL, CHECKPOINT, lambda record, grid: None, info)
+            return
+        with Live(dir=str(TRAIN_LOG), dvcyaml=None, save_dvc_exp=False) as live:
+            history = []
 
-        def log(record: dict[str, float], grid: np.ndarray | None) -> None:
-            live.log_metric("train/loss", record["train_loss"])
-            live.log_metric("val/loss", record["val_loss"])
-            if grid is not None:
-                live.log_image("val_grid.png", grid)
-            live.next_step()
+            def log(record: dict[str, float], grid: np.ndarray | None) -> None:
+                history.append(record)
+                live.log_metric("train/loss", record["train_loss"])
+                live.log_metric("val/loss", record["val_loss"])
+                live.log_image("loss_curves.png", loss_curves(history))
+                if grid is not None:
+                    live.log_image("val_grid.png", grid)
+                live.next_step()
 
-        fit(config, SHARDS, MODEL, CHECKPOINT, log)
+            fit(config, SHARDS, MODEL, CHECKPOINT, log, info)
+    finally:
+        distributed.teardown(info)
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from depthcore.data import ShardDataset, make_loader
-from depthcore.shards import ShardError, write_shards
+from depthcore.data import EpochSampler, ShardDataset, make_loader, resolve_num_workers
+from depthcore.shards import MatSamples, ShardError, write_shards
 
 H, W, N = 4, 6, 7
 IDENTITY = (0, 1, 2)
@@ -37,13 +37,13 @@ class PatternReader:
 def shard_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("data") / "shards"
     splits = {"train": np.arange(N), "val": np.array([], dtype=np.int64)}
-    write_shards(PatternReader(), splits, out, shard_size=3, provenance={"source": "pattern"})
+    write_shards(MatSamples(PatternReader()), splits, out, shard_size=3, provenance={"source": "pattern"})
     return out
 
 
 def decode(sample: dict, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(row, column) as read from the rgb, and (row, column) as read from the depth, each (H, W)."""
-    v = np.rint(sample["rgb"].numpy() * 255).astype(int).min(axis=0)
+    v = sample["rgb"].numpy().astype(int).min(axis=0)
     mm = np.rint(sample["depth"][0].numpy() * 1000).astype(int) - 1000 - 100 * i
     return v % 40 // 8, v // 40, mm // 10, mm % 10
 
@@ -54,10 +54,10 @@ def test_item_without_augmentation_matches_the_source(shard_dir):
     for i in range(N):
         sample = ds[i]
         rgb, depth = PatternReader()[i]
-        assert sample["rgb"].shape == (3, H, W) and sample["rgb"].dtype == torch.float32
+        assert sample["rgb"].shape == (3, H, W) and sample["rgb"].dtype == torch.uint8  # float on the device
         assert sample["depth"].shape == (1, H, W) and sample["depth"].dtype == torch.float32
         assert sample["raw_depth"].shape == (1, H, W) and sample["raw_depth"].dtype == torch.float32
-        assert np.array_equal(sample["rgb"].numpy(), rgb.transpose(2, 0, 1).astype(np.float32) / np.float32(255))
+        assert np.array_equal(sample["rgb"].numpy(), rgb.transpose(2, 0, 1))
         assert np.abs(sample["depth"][0].numpy() - depth).max() <= 1e-6  # whole millimetres: exact up to float32
         assert np.array_equal(sample["raw_depth"][0].numpy() == 0, PatternReader().raw_depth(i) == 0)
         assert sample["index"] == i
@@ -67,9 +67,8 @@ def test_augmentation_keeps_image_and_depth_aligned(shard_dir):
     ds = ShardDataset(shard_dir, "train", augment=True, seed=5)
     flipped = []
     for epoch in range(4):
-        ds.set_epoch(epoch)
         for i in range(N):
-            sample = ds[i]
+            sample = ds[epoch, i]
             r_rgb, c_rgb, r_depth, c_depth = decode(sample, i)
             assert np.array_equal(r_rgb, r_depth) and np.array_equal(c_rgb, c_depth)
             holes = (c_depth == 0) | ((r_depth == 0) & (c_depth == 1))
@@ -82,9 +81,12 @@ def test_augmentation_keeps_image_and_depth_aligned(shard_dir):
 
 def test_flip_mirrors_every_array(shard_dir):
     plain = ShardDataset(shard_dir, "train")[2]
-    sample = ShardDataset(shard_dir, "train", augment=True, flip_p=1.0, channel_swap_p=0.0)[2]
+    augmented = ShardDataset(shard_dir, "train", augment=True, flip_p=1.0, channel_swap_p=0.0)
+    sample = augmented[0, 2]
     for key in ("rgb", "depth", "raw_depth"):
         assert torch.equal(sample[key], plain[key].flip(-1)), key
+    for key in ("rgb", "depth", "raw_depth"):  # an index without an epoch is the image as stored
+        assert torch.equal(augmented[2][key], plain[key]), key
 
 
 def test_channel_permutation_keeps_depth_and_changes_colours(shard_dir):
@@ -92,9 +94,8 @@ def test_channel_permutation_keeps_depth_and_changes_colours(shard_dir):
     ds = ShardDataset(shard_dir, "train", augment=True, flip_p=0.0, channel_swap_p=1.0, seed=1)
     seen = set()
     for epoch in range(3):
-        ds.set_epoch(epoch)
         for i in range(N):
-            sample, reference = ds[i], plain[i]
+            sample, reference = ds[epoch, i], plain[i]
             assert torch.equal(sample["depth"], reference["depth"])
             assert torch.equal(sample["raw_depth"], reference["raw_depth"])
             orders = [
@@ -109,7 +110,7 @@ def test_channel_permutation_keeps_depth_and_changes_colours(shard_dir):
 
 def test_augmentation_rates_follow_the_probabilities(shard_dir):
     ds = ShardDataset(shard_dir, "train", augment=True, flip_p=0.5, channel_swap_p=0.25)
-    draws = [ds.draw(i) for i in range(4000)]
+    draws = [ds.draw(0, i) for i in range(4000)]
     flips = np.mean([flip for flip, _ in draws])
     swaps = np.mean([order != IDENTITY for _, order in draws])
     # binomial standard deviations: 0.008 and 0.007
@@ -119,29 +120,30 @@ def test_augmentation_rates_follow_the_probabilities(shard_dir):
 def test_augmentation_depends_on_seed_epoch_and_index_only(shard_dir):
     a = ShardDataset(shard_dir, "train", augment=True, seed=3)
     b = ShardDataset(shard_dir, "train", augment=True, seed=3)
-    a.set_epoch(2)
-    b.set_epoch(2)
-    forward = [a[i] for i in range(N)]
-    backward = [b[i] for i in reversed(range(N))][::-1]
+    forward = [a[2, i] for i in range(N)]
+    backward = [b[2, i] for i in reversed(range(N))][::-1]
     for x, y in zip(forward, backward, strict=True):
         assert torch.equal(x["rgb"], y["rgb"]) and torch.equal(x["depth"], y["depth"])
-    assert [a.draw(i) for i in range(N)] == [a.draw(i) for i in range(N)]
-    b.set_epoch(3)
-    assert [a.draw(i) for i in range(N)] != [b.draw(i) for i in range(N)]
+    assert [a.draw(2, i) for i in range(N)] == [b.draw(2, i) for i in range(N)]
+    assert [a.draw(2, i) for i in range(N)] != [a.draw(3, i) for i in range(N)]
     c = ShardDataset(shard_dir, "train", augment=True, seed=4)
-    c.set_epoch(2)
-    assert [a.draw(i) for i in range(N)] != [c.draw(i) for i in range(N)]
+    assert [a.draw(2, i) for i in range(N)] != [c.draw(2, i) for i in range(N)]
+
+
+def epoch_batches(loader, epoch: int) -> list[dict]:
+    loader.sampler.set_epoch(epoch)
+    return list(loader)
 
 
 def test_loader_batches(shard_dir):
     ds = ShardDataset(shard_dir, "train", augment=True)
-    batches = list(make_loader(ds, batch_size=3, shuffle=True, seed=0, epoch=1))
+    batches = epoch_batches(make_loader(ds, batch_size=3, shuffle=True, seed=0), 1)
     assert [b["rgb"].shape for b in batches] == [(3, 3, H, W), (3, 3, H, W), (1, 3, H, W)]
+    assert all(b["rgb"].dtype == torch.uint8 for b in batches)
     assert all(b["depth"].shape[1:] == (1, H, W) and b["depth"].dtype == torch.float32 for b in batches)
     assert all(b["raw_depth"].shape[1:] == (1, H, W) for b in batches)
     order = torch.cat([b["index"] for b in batches]).tolist()
     assert sorted(order) == list(range(N))
-    assert ds.epoch == 1
     dropped = list(make_loader(ds, batch_size=3, shuffle=False, seed=0, drop_last=True))
     assert [b["index"].tolist() for b in dropped] == [[0, 1, 2], [3, 4, 5]]
 
@@ -150,20 +152,56 @@ def test_shuffle_order_is_seeded_by_seed_and_epoch(shard_dir):
     ds = ShardDataset(shard_dir, "train")
 
     def order(seed, epoch):
-        return [i for b in make_loader(ds, 2, shuffle=True, seed=seed, epoch=epoch) for i in b["index"].tolist()]
+        loader = make_loader(ds, 2, shuffle=True, seed=seed)
+        return [i for b in epoch_batches(loader, epoch) for i in b["index"].tolist()]
 
     assert order(0, 0) == order(0, 0)
     assert order(0, 0) != order(0, 1)
     assert order(0, 0) != order(1, 0)
 
 
-def test_workers_give_the_same_batches(shard_dir):
+def test_persistent_workers_give_the_same_batches_every_epoch(shard_dir):
+    """Workers live across epochs (the epoch travels with each index), and give exactly what no worker gives."""
     ds = ShardDataset(shard_dir, "train", augment=True, seed=2)
-    single = list(make_loader(ds, 2, shuffle=True, seed=2, epoch=3, num_workers=0))
-    multi = list(make_loader(ds, 2, shuffle=True, seed=2, epoch=3, num_workers=2))
-    assert len(single) == len(multi) == 4
-    for x, y in zip(single, multi, strict=True):
-        assert all(torch.equal(x[k], y[k]) for k in ("rgb", "depth", "raw_depth", "index"))
+    single, multi = (make_loader(ds, 2, shuffle=True, seed=2, num_workers=n) for n in (0, 2))
+    assert multi.persistent_workers and not single.persistent_workers
+    for epoch in (3, 4):
+        one, two = epoch_batches(single, epoch), epoch_batches(multi, epoch)
+        assert len(one) == len(two) == 4
+        for x, y in zip(one, two, strict=True):
+            assert all(torch.equal(x[k], y[k]) for k in ("rgb", "depth", "raw_depth", "index"))
+    assert not torch.equal(epoch_batches(single, 3)[0]["rgb"], epoch_batches(single, 4)[0]["rgb"])
+
+
+def test_processes_split_each_epoch_round_robin():
+    """The k-th batches of 2 processes together are the k-th batch of one process with twice the batch size."""
+    whole = EpochSampler(10, shuffle=True, seed=1)
+    whole.set_epoch(2)
+    order = [i for _, i in whole]
+    shares = []
+    for rank in range(2):
+        sampler = EpochSampler(10, shuffle=True, seed=1, rank=rank, world_size=2)
+        sampler.set_epoch(2)
+        shares.append([i for _, i in sampler])
+        assert len(sampler) == 5 and all(epoch == 2 for epoch, _ in sampler)
+    for k in range(0, 5, 2):  # per-process batches of 2 against one process's batches of 4
+        assert sorted(shares[0][k : k + 2] + shares[1][k : k + 2]) == sorted(order[2 * k : 2 * k + 4])
+    # padding: 7 items over 3 processes -> 3 each, the first two items again; unpadded: 3, 2, 2, nothing twice
+    padded = [[i for _, i in EpochSampler(7, False, 0, rank, 3)] for rank in range(3)]
+    assert padded == [[0, 3, 6], [1, 4, 0], [2, 5, 1]]
+    unpadded = [[i for _, i in EpochSampler(7, False, 0, rank, 3, pad=False)] for rank in range(3)]
+    assert unpadded == [[0, 3, 6], [1, 4], [2, 5]] and [
+        len(EpochSampler(7, False, 0, r, 3, pad=False)) for r in range(3)
+    ] == [3, 2, 2]
+
+
+def test_num_workers_auto(monkeypatch):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)))
+    assert resolve_num_workers("auto", 1) == 8  # 15 spare, capped
+    assert resolve_num_workers("auto", 4) == 3  # 16 / 4 - 1
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
+    assert resolve_num_workers("auto", 1) == 1 and resolve_num_workers("auto", 2) == 1  # never 0
+    assert resolve_num_workers(0) == 0 and resolve_num_workers(3) == 3
 
 
 def test_pin_memory_only_for_cuda(shard_dir):
@@ -178,7 +216,7 @@ def test_empty_split(shard_dir):
 
 def test_tampered_shard_is_refused_on_open(tmp_path):
     out = tmp_path / "shards"
-    write_shards(PatternReader(), {"train": np.arange(N)}, out, shard_size=3, provenance={})
+    write_shards(MatSamples(PatternReader()), {"train": np.arange(N)}, out, shard_size=3, provenance={})
     path = out / "train" / "train-00001.npz"
     data = bytearray(path.read_bytes())
     data[100] ^= 1
@@ -192,9 +230,11 @@ def test_bad_arguments_are_refused(shard_dir):
         ShardDataset(shard_dir, "tets")
     with pytest.raises(ValueError, match="expected a split in \\['train', 'val'\\], got 'tets'"):
         ShardDataset(shard_dir, "tets", verify=False)
-    with pytest.raises(ValueError, match="flip_p in \\[0, 1\\], got 1.5"):
+    with pytest.raises(ValueError, match="expected flip_p to be a number in \\[0.0, 1.0\\], got 1.5"):
         ShardDataset(shard_dir, "train", flip_p=1.5)
-    with pytest.raises(ValueError, match="positive integer batch_size, got 0"):
+    with pytest.raises(ValueError, match="expected seed to be an integer >= 0, got True"):
+        ShardDataset(shard_dir, "train", seed=True)
+    with pytest.raises(ValueError, match="expected batch_size to be an integer >= 1, got 0"):
         make_loader(ShardDataset(shard_dir, "train"), 0, shuffle=False, seed=0)
     with pytest.raises(IndexError, match="expected an index in \\[0, 7\\), got 7"):
         ShardDataset(shard_dir, "train")[7]

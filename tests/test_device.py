@@ -9,7 +9,7 @@ import torch
 
 from depthcore.device import Runtime, cpu_has_native_bf16, resolve_device, resolve_precision, resolve_runtime
 from depthcore.train import fit
-from tests.conftest import tiny_train_config
+from tests.helpers import tiny_train_config
 
 CPU = torch.device("cpu")
 FLAGS_WITHOUT_BF16 = "fpu vme sse sse2 avx avx2 avx512f avx512bw avx512_vnni"

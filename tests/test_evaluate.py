@@ -11,7 +11,7 @@ from depthcore.evaluate import evaluate_baselines, load_trained, run_protocols, 
 from depthcore.metrics import PROTOCOLS
 from depthcore.nyu import NyuMat
 from depthcore.shards import read_manifest
-from tests.conftest import tiny_train_config
+from tests.helpers import tiny_train_config
 
 
 def _test_depths(tiny_mat, tiny_shards) -> np.ndarray:

@@ -43,14 +43,20 @@ def test_depth_errors_2x2_by_hand():
     # |gt - pred| / gt: 0      1      1/4    0       -> rel = 1.25 / 4
     # (gt - pred)^2:    0      1      1      0       -> rms = sqrt(2 / 4)
     # |log10 ratio|:    0      log10 2  log10 4/3  0 -> log10 = (log10 2 + log10 4/3) / 4
+    # (gt - pred)^2/gt: 0      1      1/4    0       -> sq_rel = 1.25 / 4
+    # d = ln p - ln g:  0      ln 2   ln 3/4 0       -> rmse_log = sqrt(mean d^2), mean d = ln(3/2) / 4
     errors = depth_errors(np.array(PRED_2X2), np.array(GT_2X2))
+    mean_d2 = (math.log(2) ** 2 + math.log(0.75) ** 2) / 4
     expected = {
         "delta1": 0.5,
         "delta2": 0.75,
         "delta3": 0.75,
         "rel": 0.3125,
+        "sq_rel": 0.3125,
         "rms": math.sqrt(0.5),
+        "rmse_log": math.sqrt(mean_d2),
         "log10": (math.log10(2) + math.log10(4 / 3)) / 4,
+        "silog": 100 * math.sqrt(mean_d2 - (math.log(1.5) / 4) ** 2),
     }
     assert errors == pytest.approx(expected, rel=1e-12)
     assert all(type(value) is float for value in errors.values())
@@ -69,10 +75,15 @@ def test_depth_errors_2x2_mask_and_gt_zero():
 
 def test_depth_errors_second_2x2_scaled_prediction():
     # pred = 1.3 gt everywhere: ratio 1.3 -> delta1 0, delta2 1; rel 0.3; rms sqrt(mean((0.3 gt)^2)) with
-    # gt = 1, 2, 3, 4: 0.3 sqrt(30 / 4); log10 = log10 1.3.
+    # gt = 1, 2, 3, 4: 0.3 sqrt(30 / 4); log10 = log10 1.3; sq_rel = mean(0.09 gt) = 0.09 * 2.5; d = ln 1.3 at every
+    # pixel: rmse_log = ln 1.3 and silog = 0 (a global scale error is what the scale-invariant log error ignores).
     gt = np.array([[1.0, 2.0], [3.0, 4.0]])
     errors = depth_errors(1.3 * gt, gt)
-    expected = {"delta1": 0.0, "delta2": 1.0, "delta3": 1.0, "rel": 0.3, "rms": 0.3 * math.sqrt(7.5)}
+    expected = {
+        "delta1": 0.0, "delta2": 1.0, "delta3": 1.0, "rel": 0.3, "rms": 0.3 * math.sqrt(7.5), "sq_rel": 0.225,
+        "rmse_log": math.log(1.3),
+    }  # fmt: skip
+    assert errors["silog"] == pytest.approx(0.0, abs=1e-5)
     assert {key: errors[key] for key in expected} == pytest.approx(expected, rel=1e-12)
     assert errors["log10"] == pytest.approx(math.log10(1.3), rel=1e-12)
 
@@ -86,8 +97,9 @@ def test_delta_threshold_is_strict():
 def test_perfect_prediction():
     rng = np.random.default_rng(0)
     gt = rng.uniform(0.5, 9.5, size=(24, 24))
-    gt[:, 12:] += 5.0  # a 5 m step: edges (5 / 20 = 0.25 > 0.2) exist, so F1 = 1 is not the empty case
-    assert depth_errors(gt, gt) == {"delta1": 1.0, "delta2": 1.0, "delta3": 1.0, "rel": 0.0, "rms": 0.0, "log10": 0.0}
+    gt[:, 12:] += 5.0  # a 5 m step: edges (5 / 2 = 2.5 > 0.2) exist
+    perfect = {"delta1": 1.0, "delta2": 1.0, "delta3": 1.0, "rel": 0.0, "sq_rel": 0.0, "rms": 0.0, "rmse_log": 0.0}
+    assert depth_errors(gt, gt) == {**perfect, "log10": 0.0, "silog": 0.0}
     assert ssim_metric(gt, gt) == pytest.approx(1.0, abs=1e-9)
     assert edge_f1(gt, gt) == 1.0
 
@@ -104,7 +116,7 @@ def test_depth_errors_bad_input():
         depth_errors(ones, np.ones((2, 3)))
     with pytest.raises(ValueError, match=r"expected pred and mask of the same shape, got \(2, 2\) and \(4,\)"):
         depth_errors(ones, ones, np.ones(4, dtype=bool))
-    with pytest.raises(ValueError, match=r"expected finite predictions, got 2 non-finite of 4 valid pixels"):
+    with pytest.raises(ValueError, match=r"expected finite predictions at valid pixels, got 2 non-finite of 4"):
         depth_errors(np.array([[1.0, np.nan], [np.inf, 1.0]]), ones)
     with pytest.raises(ValueError, match=r"expected predictions > 0, got 2 <= 0 of 3 valid pixels"):
         depth_errors(np.array([[0.0, -1.0], [1.0, 1.0]]), np.array([[1.0, 1.0], [1.0, 0.0]]))
@@ -127,24 +139,31 @@ def test_random_guess_matches_analytic_values():
     assert errors["rel"] == pytest.approx((d**2 + (10 - d) ** 2) / 20 / d, abs=0.02)
     assert errors["rms"] == pytest.approx(math.sqrt(100 / 12 + (5 - d) ** 2), abs=0.02)
     assert errors["log10"] == pytest.approx((2 * d + 10 * math.log(10 / d) - 10) / 10 / math.log(10), abs=0.01)
+    # sq_rel = E(p - d)^2 / d; with u = ln(p / d): E u = ln 5 - 1 and E u^2 = ln^2 5 - 2 ln 5 + 2 (integrate on
+    # (0, 10)), so Var u = 1 whatever d: silog = 100, rmse_log = sqrt(E u^2).
+    assert errors["sq_rel"] == pytest.approx((100 / 12 + (5 - d) ** 2) / d, abs=0.05)
+    log5 = math.log(10 / d)
+    assert errors["rmse_log"] == pytest.approx(math.sqrt(log5**2 - 2 * log5 + 2), abs=0.02)
+    assert errors["silog"] == pytest.approx(100.0, abs=2.0)
 
 
 # --- mSSIM and edge F1 ---------------------------------------------------------------------------------------------
 
 
 def test_ssim_of_constant_maps_by_hand():
-    # sigma = 0 for constant maps: SSIM = (2ab + C1) / (a^2 + b^2 + C1), C1 = (0.01 max_depth)^2.
+    # sigma = 0 for constant maps: SSIM = (2ab + C1) / (a^2 + b^2 + C1), C1 = (0.01 data_range)^2.
     a, b = np.full((16, 16), 2.0), np.full((16, 16), 4.0)
-    for max_depth in (10.0, 100.0):  # 0.80010 and 0.80952
-        c1 = (0.01 * max_depth) ** 2
+    for data_range in (10.0, 255.0):  # this project's mssim: 0.80010; the report's mssim_255: 0.84910
+        c1 = (0.01 * data_range) ** 2
         # rel 1e-5: pytorch_msssim builds its Gaussian window in float32, so its weights sum to 1 only to ~1e-7,
-        # which leaves a sigma of ~1e-6 where C2 = (0.03 max_depth)^2 dominates.
-        assert ssim_metric(a, b, max_depth) == pytest.approx((16 + c1) / (20 + c1), rel=1e-5)
+        # which leaves a sigma of ~1e-6 where C2 = (0.03 data_range)^2 dominates.
+        assert ssim_metric(a, b, data_range) == pytest.approx((16 + c1) / (20 + c1), rel=1e-5)
+    assert ssim_metric(a, b) == ssim_metric(a, b, 10.0)  # the default is this project's 10 m
 
 
 def test_edge_f1_shifted_step_by_hand():
-    # An 8 m step gives a normalized Sobel magnitude of 8 / (2 * 10) = 0.4 on the two columns beside it, 0.001
-    # elsewhere. gt step at column 6 -> edge columns 5, 6; pred step at 7 -> 6, 7. Per row TP 1 of 2 and 2:
+    # An 8 m step gives a normalized Sobel magnitude of 8 / 2 = 4 on the two columns beside it, 0.001 elsewhere
+    # (kornia's eps). gt step at column 6 -> edge columns 5, 6; pred step at 7 -> 6, 7. Per row TP 1 of 2 and 2:
     # F1 = 2 * 1 / (2 + 2) = 0.5.
     gt = _step((8, 12), 6, 1.0, 9.0)
     pred = _step((8, 12), 7, 1.0, 9.0)
@@ -153,13 +172,16 @@ def test_edge_f1_shifted_step_by_hand():
     assert edge_f1(np.full((8, 12), 5.0), gt) == 0.0
 
 
-def test_edge_threshold_is_a_parameter():
-    # A 3 m step: magnitude 3 / 20 = 0.15. Threshold 0.2: no edges in either map -> F1 1 by definition.
-    # Threshold 0.1: the ground truth has edges and a flat prediction has none -> 0.
-    gt = _step((8, 12), 6, 2.0, 5.0)
+def test_edge_threshold_is_a_step_in_metres():
+    # A step of D m gives D / 2: at the report's 0.2, a 0.5 m step (0.25) is an edge and a 0.3 m step (0.15) is not.
     flat = np.full((8, 12), 3.0)
-    assert edge_f1(flat, gt, threshold=0.2) == 1.0
-    assert edge_f1(flat, gt, threshold=0.1) == 0.0
+    assert edge_f1(flat, _step((8, 12), 6, 2.0, 2.5)) == 0.0  # edges to find, none found
+    assert edge_f1(_step((8, 12), 6, 2.0, 2.5), _step((8, 12), 6, 2.0, 2.5)) == 1.0
+    assert edge_f1(flat, _step((8, 12), 6, 2.0, 2.3)) is None  # no ground-truth edge: no F1
+    # the threshold is a parameter: a 3 m step (1.5) is an edge at 0.2 and at 1.0, not at 2.0
+    gt = _step((8, 12), 6, 2.0, 5.0)
+    assert edge_f1(flat, gt, threshold=1.0) == 0.0
+    assert edge_f1(flat, gt, threshold=2.0) is None
 
 
 def test_map_metrics_bad_input():
@@ -167,8 +189,10 @@ def test_map_metrics_bad_input():
         ssim_metric(np.ones((1, 4, 4)), np.ones((1, 4, 4)))
     with pytest.raises(ValueError, match=r"expected pred and gt of the same shape, got \(4, 4\) and \(4, 5\)"):
         edge_f1(np.ones((4, 4)), np.ones((4, 5)))
-    with pytest.raises(ValueError, match=r"expected finite predictions, got 1 non-finite of 16 pixels"):
+    with pytest.raises(ValueError, match=r"expected finite predictions, got 1 non-finite of 16"):
         edge_f1(_one_nan(), np.ones((4, 4)))
+    with pytest.raises(ValueError, match=r"expected finite ground truth, got 1 non-finite of 16"):
+        edge_f1(np.ones((4, 4)), _one_nan())
 
 
 # --- protocols -------------------------------------------------------------------------------------------------------
@@ -201,10 +225,11 @@ def test_protocol_fields():
     eigen = PROTOCOLS["eigen"]
     assert (eigen.gt, eigen.aggregate) == ("rawDepths", "per_image")
     assert eigen.valid_range == eigen.clamp == (1e-3, 10.0)
+    assert [p.published_split for p in PROTOCOLS.values()] == ["random", "official", "official"]
     with pytest.raises(ValueError, match=r"expected a crop .* inside \(480, 640\), got \(0, 500, 0, 10\)"):
-        Protocol("x", "x", "depths", (0, 500, 0, 10), "pooled", False, None, None)
-    with pytest.raises(ValueError, match=r"expected gt in .*got 'raw'"):
-        Protocol("x", "x", "raw", None, "pooled", False, None, None)
+        Protocol("x", "x", "depths", (0, 500, 0, 10), "pooled", False, None, None, "official")
+    with pytest.raises(ValueError, match=r"expected gt to be one of depths \| rawDepths, got 'raw'"):
+        Protocol("x", "x", "raw", None, "pooled", False, None, None, "official")
 
 
 def test_eigen_valid_range_and_clamp():
@@ -253,35 +278,48 @@ def test_pooled_and_per_image_differ_as_computed_by_hand():
     assert rows[0]["rel"] == 1.0 and rows[1]["rel"] == 0.0
 
 
-def test_accumulator_edge_f1_and_mssim_pooling():
+def test_accumulator_edge_f1_and_mssim_per_image():
     # Image A (12x16): gt edges at columns 5, 6 and pred at 6, 7 (F1 0.5, TP 12, 24 + 24 edges). Image B: no edge
-    # in gt, pred identical (F1 1, all counts 0). per image (0.5 + 1) / 2 = 0.75; pooled 2 * 12 / 48 = 0.5.
+    # in gt, a prediction with a step (24 edge pixels): no F1, left out of the mean, but its false edges count in
+    # the pooled F1. Image C: gt edges at 5, 6, flat prediction: F1 0, 24 gt edges.
+    # per image (0.5 + 0) / 2 = 0.25 over 2 counted images; pooled 2 * 12 / (48 + 24 + 24) = 0.25.
     gt_a, pred_a = _step((12, 16), 6, 1.0, 9.0), _step((12, 16), 7, 1.0, 9.0)
     flat = np.full((12, 16), 3.0)
     accumulator = MetricAccumulator("report")
     accumulator.update(pred_a, gt_a)
-    accumulator.update(torch.tensor(flat), torch.tensor(flat))
-    assert accumulator.result()["edge_f1"] == pytest.approx(0.75)
-    assert accumulator.result("pooled")["edge_f1"] == pytest.approx(0.5)
-    rows = accumulator.rows()
-    assert rows[1]["mssim"] == pytest.approx(1.0, abs=1e-9)
-    assert accumulator.result("pooled")["mssim"] == pytest.approx((rows[0]["mssim"] + rows[1]["mssim"]) / 2)
+    accumulator.update(torch.tensor(pred_a), torch.tensor(flat))
+    accumulator.update(flat, gt_a)
+    for aggregate in ("per_image", "pooled"):
+        result = accumulator.result(aggregate)
+        assert result["edge_f1"] == pytest.approx(0.25) and result["edge_f1_images"] == 2
+        assert result["edge_f1_pooled"] == pytest.approx(2 * 12 / 96)
+        rows = accumulator.rows()
+        assert result["mssim"] == pytest.approx(sum(row["mssim"] for row in rows) / 3)  # per image in both
+    assert [row["edge_f1"] for row in accumulator.rows()] == [pytest.approx(0.5), None, 0.0]
+    assert [row["gt_edge_pixels"] for row in accumulator.rows()] == [24, 0, 24]
+
+
+def test_edge_f1_is_none_when_no_image_has_edges():
+    accumulator = MetricAccumulator("report")
+    accumulator.update(np.full((12, 16), 3.0), np.full((12, 16), 2.0))
+    result = accumulator.result()
+    assert result["edge_f1"] is None and result["edge_f1_pooled"] is None and result["edge_f1_images"] == 0
 
 
 def test_accumulator_bad_input():
-    with pytest.raises(ValueError, match=r"expected a protocol in \['densedepth', 'eigen', 'report'\], got 'kitti'"):
+    with pytest.raises(ValueError, match=r"expected protocol to be one of report \| densedepth \| eigen, got 'kitti'"):
         MetricAccumulator("kitti")
     accumulator = MetricAccumulator("report")
     with pytest.raises(ValueError, match=r"expected at least one update\(\) before result\(\), got 0 images"):
         accumulator.result()
-    with pytest.raises(ValueError, match=r"expected pred and depth of the same shape, got \(2, 4, 4\) and \(1, 4, 4\)"):
+    with pytest.raises(ValueError, match=r"expected pred_m and depth of the same shape, got \(2, 4, 4\) and \(1, 4, 4\)"):
         accumulator.update(np.ones((2, 4, 4)), np.ones((4, 4)))
     with pytest.raises(ValueError, match=r"expected pred_m of shape \(H, W\), .* or \(B, 1, H, W\), got \(4,\)"):
         accumulator.update(np.ones(4), np.ones(4))
-    with pytest.raises(ValueError, match=r"expected finite predictions, got 1 non-finite of 16 pixels"):
+    with pytest.raises(ValueError, match=r"expected finite predictions, got 1 non-finite of 16"):
         accumulator.update(_one_nan(), np.ones((4, 4)))
     with pytest.raises(ValueError, match=r"expected maps of \(480, 640\) for protocol 'densedepth'"):
         MetricAccumulator("densedepth").update(np.ones((4, 4)), np.ones((4, 4)))
-    with pytest.raises(ValueError, match=r"expected aggregate in .*got 'median'"):
+    with pytest.raises(ValueError, match=r"expected aggregate to be one of per_image \| pooled, got 'median'"):
         accumulator.update(np.ones((12, 12)), np.ones((12, 12)))
         accumulator.result("median")

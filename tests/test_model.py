@@ -8,7 +8,9 @@ import pytest
 import torch
 from torchvision.models import densenet169
 
-from depthcore.model import DenseDepth, PretrainedWeightsUnavailable, pretrained_weights_path
+import depthcore.model as model_module
+from depthcore.files import sha256_file
+from depthcore.model import DenseDepth, PretrainedWeightsUnavailable, output_stride, pretrained_weights_path
 
 # Report Table 1 at a 480x640 input with downsampling: (channels, height, width).
 TABLE1 = {
@@ -130,7 +132,8 @@ def _legacy_name(key: str) -> str:
     return key
 
 
-def test_pretrained_loads_exactly_the_cached_file(tmp_path, monkeypatch):
+def _fake_weights_file(tmp_path, monkeypatch) -> dict:
+    """A random DenseNet-169 state in the cache under the ImageNet file's name (old key names); returns the state."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     torch.manual_seed(123)
     reference = densenet169(weights=None).state_dict()
@@ -138,6 +141,13 @@ def test_pretrained_loads_exactly_the_cached_file(tmp_path, monkeypatch):
     assert path.name == "densenet169-b2777c0a.pth" and path.parent == tmp_path / "hub" / "checkpoints"
     path.parent.mkdir(parents=True)
     torch.save({_legacy_name(k): v for k, v in reference.items()}, path)
+    return reference
+
+
+def test_pretrained_loads_exactly_the_cached_file(tmp_path, monkeypatch):
+    reference = _fake_weights_file(tmp_path, monkeypatch)
+    # the real file's SHA-256 begins with b2777c0a; this stand-in passes the same check with its own prefix
+    monkeypatch.setattr(model_module, "PRETRAINED_SHA256_PREFIX", sha256_file(pretrained_weights_path())[:8])
     torch.manual_seed(999)  # a different random init, so equality below comes from the file
     model = DenseDepth(pretrained=True)
     loaded = model.encoder.state_dict()
@@ -162,3 +172,35 @@ def test_missing_weights_without_network_says_what_to_do(tmp_path, monkeypatch):
     assert str(tmp_path / "hub" / "checkpoints") in message
     assert "model.pretrained=false" in message
     assert not pretrained_weights_path().exists()
+
+
+def test_weights_file_with_another_hash_is_refused(tmp_path, monkeypatch):
+    _fake_weights_file(tmp_path, monkeypatch)
+    assert model_module.PRETRAINED_SHA256_PREFIX == "b2777c0a"  # from torchvision's file name
+    with pytest.raises(PretrainedWeightsUnavailable, match=r"densenet169-b2777c0a.pth is not torchvision's .* SHA-256 "
+                       r"is [0-9a-f]{64}, expected one beginning with b2777c0a\. Delete it"):
+        DenseDepth(pretrained=True)
+
+
+def test_imagenet_normalisation_only_with_pretrained_weights(tmp_path, monkeypatch):
+    """The buffers exist (and are saved) only for ImageNet weights; the input is (x - mean) / std per channel."""
+    assert DenseDepth().input_mean is None and "input_mean" not in DenseDepth().state_dict()
+    _fake_weights_file(tmp_path, monkeypatch)
+    monkeypatch.setattr(model_module, "PRETRAINED_SHA256_PREFIX", sha256_file(pretrained_weights_path())[:8])
+    for freeze in (False, True):
+        model = DenseDepth(pretrained=True, freeze_encoder=freeze)
+        assert torch.allclose(model.input_mean.flatten(), torch.tensor([0.485, 0.456, 0.406]))
+        assert torch.allclose(model.input_std.flatten(), torch.tensor([0.229, 0.224, 0.225]))
+        assert {"input_mean", "input_std"} <= set(model.state_dict())
+    rebuilt = DenseDepth(imagenet_normalize=True)  # a saved pretrained model, rebuilt without the ImageNet file
+    seen = []
+    rebuilt.encoder.conv0.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0]))
+    x = torch.full((1, 3, 256, 256), 0.5)
+    with torch.no_grad():
+        rebuilt.eval()(x)
+    expected = (0.5 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225])  # by hand
+    assert torch.allclose(seen[0][0, :, 0, 0], expected, atol=1e-6)
+
+
+def test_output_stride():
+    assert output_stride(True) == 8 and output_stride(False) == 2

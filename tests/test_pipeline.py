@@ -16,7 +16,7 @@ import pandas as pd
 import yaml
 
 from depthcore.metrics import METRIC_KEYS, PROTOCOLS
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 TINY = {
     ("data", "synthetic", "num_images"): 10,  # split 8 / 1 / 1

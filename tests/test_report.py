@@ -8,7 +8,7 @@ import torch
 
 from depthcore.metrics import METRIC_KEYS, PROTOCOLS, MetricAccumulator
 from depthcore.report import comparability, comparison_markdown, comparison_table, protocol_record
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 SYNTHETIC = {"source": "synthetic", "split": "random", "num_test_images": 1, "params_sha256": "0" * 16}
 

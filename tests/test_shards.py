@@ -9,7 +9,17 @@ import zipfile
 import numpy as np
 import pytest
 
-from depthcore.shards import ShardError, read_manifest, verify_shards, write_shards
+from depthcore.codec import encode_png
+from depthcore.shards import (
+    MatSamples,
+    Sample,
+    ShardError,
+    open_shard,
+    read_image,
+    read_manifest,
+    verify_shards,
+    write_shards,
+)
 
 H, W = 6, 8
 SPLITS = {"train": np.array([0, 2, 3, 5, 6]), "val": np.array([1]), "test": np.array([4])}
@@ -38,6 +48,31 @@ class FakeReader:
         return self.raw[i].copy()
 
 
+def fake(**kwargs) -> MatSamples:
+    """FakeReader as shard samples, as the shard stage wraps the .mat."""
+    return MatSamples(FakeReader(**kwargs))
+
+
+class EncodedSource:
+    """A source that stores files, as DenseDepth's zip does: PNG colour, 8-bit (train) or 16-bit (test) depth PNGs."""
+
+    has_raw_depth = False
+
+    def __init__(self, n: int = 4) -> None:
+        rng = np.random.default_rng(1)
+        self.rgb = rng.integers(0, 256, (n, H, W, 3), dtype=np.uint8)
+        self.depth8 = rng.integers(1, 256, (n, H, W), dtype=np.uint8)
+        self.depth16 = rng.integers(1, 10_000, (n, H, W), dtype=np.uint16)
+
+    def __len__(self) -> int:
+        return len(self.rgb)
+
+    def sample(self, i: int) -> Sample:
+        depth = self.depth8[i] if i % 2 == 0 else self.depth16[i]
+        as_bytes = [np.frombuffer(encode_png(a), np.uint8) for a in (self.rgb[i], depth)]
+        return Sample(as_bytes[0], as_bytes[1], None)
+
+
 def sha256(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -45,7 +80,7 @@ def sha256(path) -> str:
 @pytest.fixture
 def shard_dir(tmp_path):
     out = tmp_path / "shards"
-    write_shards(FakeReader(), SPLITS, out, shard_size=2, provenance=PROVENANCE)
+    write_shards(fake(), SPLITS, out, shard_size=2, provenance=PROVENANCE)
     return out
 
 
@@ -91,8 +126,8 @@ def test_manifest_contents(shard_dir):
     assert manifest["image_shape"] == [H, W]
     assert manifest["shard_size"] == 2
     assert {k: manifest[k] for k in PROVENANCE} == PROVENANCE
-    assert manifest["arrays"]["depth"]["units"] == "millimetres"
-    assert manifest["arrays"]["depth"]["max_abs_error_m"] == 0.0005
+    assert "millimetres" in manifest["arrays"]["depth"] and "0.0005 m" in manifest["arrays"]["depth"]
+    assert manifest["has_raw_depth"] is True
     assert [e["count"] for e in manifest["shards"]["train"]] == [2, 2, 1]
     for entries in manifest["shards"].values():
         for entry in entries:
@@ -102,12 +137,12 @@ def test_manifest_contents(shard_dir):
 
 
 def test_identical_inputs_give_identical_bytes(tmp_path, monkeypatch):
-    write_shards(FakeReader(), SPLITS, tmp_path / "a", shard_size=2, provenance=PROVENANCE)
+    write_shards(fake(), SPLITS, tmp_path / "a", shard_size=2, provenance=PROVENANCE)
     # a clock years later must not change a byte: zip entries carry no wall-clock time
     later = time.time() + 3 * 365 * 86400
     monkeypatch.setattr(time, "time", lambda: later)
     monkeypatch.setattr(time, "localtime", lambda secs=None: time.gmtime(later))
-    write_shards(FakeReader(), SPLITS, tmp_path / "b", shard_size=2, provenance=PROVENANCE)
+    write_shards(fake(), SPLITS, tmp_path / "b", shard_size=2, provenance=PROVENANCE)
     files_a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
     files_b = sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*") if p.is_file())
     assert files_a == files_b and len(files_a) == 6
@@ -150,14 +185,14 @@ def test_missing_manifest_is_reported(tmp_path):
 def test_failed_write_leaves_the_old_set_untouched(shard_dir):
     before = {p: p.read_bytes() for p in shard_dir.rglob("*") if p.is_file()}
     with pytest.raises(OSError, match="disk gone"):
-        write_shards(FakeReader(fail_at=3), SPLITS, shard_dir, shard_size=2, provenance=PROVENANCE)
+        write_shards(fake(fail_at=3), SPLITS, shard_dir, shard_size=2, provenance=PROVENANCE)
     after = {p: p.read_bytes() for p in shard_dir.rglob("*") if p.is_file()}
     assert after == before
     assert [p.name for p in shard_dir.parent.iterdir()] == ["shards"]  # no temporary folder left behind
 
 
 def test_rewrite_replaces_the_whole_set(shard_dir):
-    write_shards(FakeReader(), {"train": np.array([0])}, shard_dir, shard_size=2, provenance={})
+    write_shards(fake(), {"train": np.array([0])}, shard_dir, shard_size=2, provenance={})
     assert sorted(p.relative_to(shard_dir).as_posix() for p in shard_dir.rglob("*.npz")) == ["train/train-00000.npz"]
     assert read_manifest(shard_dir)["counts"] == {"train": 1}
 
@@ -167,25 +202,57 @@ def test_depth_outside_the_storable_range_is_refused(tmp_path, value, shown):
     reader = FakeReader()
     reader.depth[2, 1, 1] = value
     with pytest.raises(ValueError, match=f"source image 2: expected depth in \\[0, 65.535\\] m, got .*{shown}"):
-        write_shards(reader, SPLITS, tmp_path / "s", shard_size=2, provenance={})
+        write_shards(MatSamples(reader), SPLITS, tmp_path / "s", shard_size=2, provenance={})
 
 
 def test_bad_arguments_are_refused(tmp_path):
-    with pytest.raises(ValueError, match="shard_size an integer in \\[1, 10000\\], got 0"):
-        write_shards(FakeReader(), SPLITS, tmp_path / "s", shard_size=0, provenance={})
+    with pytest.raises(ValueError, match="expected shard_size to be an integer in \\[1, 10000\\], got 0"):
+        write_shards(fake(), SPLITS, tmp_path / "s", shard_size=0, provenance={})
     with pytest.raises(ValueError, match="split 'val': expected values in \\[0, 7\\), got 7..7"):
-        write_shards(FakeReader(), {"val": np.array([7])}, tmp_path / "s", shard_size=2, provenance={})
+        write_shards(fake(), {"val": np.array([7])}, tmp_path / "s", shard_size=2, provenance={})
     with pytest.raises(ValueError, match="provenance keys other than the manifest's own, got \\['counts'\\]"):
-        write_shards(FakeReader(), SPLITS, tmp_path / "s", shard_size=2, provenance={"counts": 1})
+        write_shards(fake(), SPLITS, tmp_path / "s", shard_size=2, provenance={"counts": 1})
 
 
 def test_peak_memory_does_not_grow_with_the_number_of_images(tmp_path):
     peaks = []
     for n in (4, 16):
-        reader = FakeReader(n=n, h=64, w=64)  # built before tracing: only the writer's own memory is measured
+        reader = fake(n=n, h=64, w=64)  # built before tracing: only the writer's own memory is measured
         tracemalloc.start()
         write_shards(reader, {"train": np.arange(n)}, tmp_path / f"s{n}", shard_size=2, provenance={})
         peaks.append(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
     # one 64x64 image is 12 KiB of RGB + 2 x 16 KiB of depth; 12 more images would add > 300 KiB
     assert peaks[1] < peaks[0] + 100_000, peaks
+
+
+def test_encoded_members_are_stored_as_the_source_stores_them(tmp_path):
+    """Image files go into the shard byte for byte (stored, not deflated) and decode to the source's pixels: colour
+    as is, 8-bit depth as value / 255 * 10 m, 16-bit depth as millimetres."""
+    source = EncodedSource()
+    out = tmp_path / "shards"
+    manifest = write_shards(source, {"train": np.arange(4)}, out, shard_size=4, provenance={})
+    assert manifest["has_raw_depth"] is False and manifest["image_shape"] == [H, W]
+    with zipfile.ZipFile(out / "train/train-00000.npz") as zf:
+        assert "raw_depth_0000.npy" not in zf.namelist()
+        assert zf.getinfo("rgb_0001.npy").compress_type == zipfile.ZIP_STORED
+    shard = open_shard(out / "train/train-00000.npz")
+    for i in range(4):
+        assert shard[f"rgb_{i:04d}"].tobytes() == source.sample(i).rgb.tobytes()
+        rgb, depth, raw = read_image(shard, i)
+        assert np.array_equal(rgb, source.rgb[i]) and raw is None
+        expected = source.depth8[i] / 25.5 if i % 2 == 0 else source.depth16[i] / 1000.0  # by hand
+        assert np.abs(depth - expected).max() < 1e-5 and depth.dtype == np.float32
+
+
+def test_a_member_of_another_size_is_refused(tmp_path):
+    class Odd(EncodedSource):
+        def sample(self, i):
+            if i == 2:
+                return Sample(np.frombuffer(encode_png(np.zeros((H, W + 1, 3), np.uint8)), np.uint8),
+                              super().sample(i).depth, None)
+            return super().sample(i)
+
+    with pytest.raises(ValueError, match=rf"source image 2: expected rgb of {H}x{W} pixels .* of {H}x{W + 1}"):
+        write_shards(Odd(), {"train": np.arange(4)}, tmp_path / "s", shard_size=2, provenance={})
+    assert not (tmp_path / "s").exists()

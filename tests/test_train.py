@@ -1,6 +1,10 @@
-"""depthcore.train: single-image overfit, resume equals an uninterrupted run, stale checkpoints, non-finite loss."""
+"""depthcore.train: single-image overfit, resume equals an uninterrupted run, stale checkpoints, non-finite loss,
+the learning-rate schedule and gradient clipping. Bookkeeping runs on a tiny network (tests/helpers.TinyDepthNet);
+learning is checked on the real DenseDepth."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
@@ -9,17 +13,21 @@ import torch.nn.functional as F
 
 import depthcore.train as train_module
 from depthcore.device import resolve_runtime
+from depthcore.inference import Predictor
 from depthcore.loss import DepthLoss
 from depthcore.metrics import depth_errors
 from depthcore.model import DenseDepth
 from depthcore.nyu import NyuMat
 from depthcore.shards import read_manifest
-from depthcore.train import NonFiniteLoss, fingerprint, fit, make_optimizer, predict_depth, train_step
-from tests.conftest import tiny_train_config
+from depthcore.train import NonFiniteLoss, fingerprint, fit, lr_factor, make_optimizer, train_step
+from tests.helpers import tiny_model, tiny_train_config
+
+LOSS = {"target": "depthnorm", "min_depth": 0.1, "max_depth": 10.0}
 
 
+@pytest.mark.slow
 def test_overfits_one_small_image(tiny_mat):
-    """The report's section 3.7 check: the network can memorise one image (delta1 > 0.9)."""
+    """The report's section 3.7 check on the real network: it can memorise one image (delta1 > 0.9)."""
     with NyuMat(tiny_mat) as m:
         rgb, depth = m[0]
     rgb_t = F.interpolate(torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255, size=(96, 128), mode="area")
@@ -27,17 +35,16 @@ def test_overfits_one_small_image(tiny_mat):
     torch.manual_seed(0)
     model = DenseDepth(downsample=False)  # 96x128 is too small for the 4x input pooling
     runtime = resolve_runtime("cpu", "fp32", False)
-    loss_fn = DepthLoss()
-    optimizer = make_optimizer(model, lr=3e-4, weight_decay=0.0)
-    scaler = runtime.grad_scaler()
+    optimizer = make_optimizer(model, tiny_train_config(**{"train.lr": 3e-4, "train.weight_decay": 0.0}))
+    predict, loss_fn, scaler = Predictor(model, runtime, LOSS), DepthLoss(), runtime.grad_scaler()
     batch = {"rgb": rgb_t, "depth": depth_t}
-    before = depth_errors(predict_depth(model.eval(), rgb_t, runtime, loss_fn), depth_t)["delta1"]
+    before = depth_errors(predict(rgb_t), depth_t)["delta1"]
     delta1 = before
     for step in range(1, 81):
         model.train()
         train_step(model, batch, loss_fn, optimizer, scaler, runtime)
         if step % 10 == 0:
-            delta1 = depth_errors(predict_depth(model.eval(), rgb_t, runtime, loss_fn), depth_t)["delta1"]
+            delta1 = depth_errors(predict(rgb_t), depth_t)["delta1"]
             if delta1 > 0.9:
                 break
     assert before < 0.5
@@ -47,8 +54,9 @@ def test_overfits_one_small_image(tiny_mat):
 def _run(tmp_path, shards, config):
     records = []
     history = fit(
-        config, shards, tmp_path / "model.pt", tmp_path / "checkpoint.pt", lambda r, g: records.append((r, g))
-    )
+        config, shards, tmp_path / "model.pt", tmp_path / "checkpoint.pt", lambda r, g: records.append((r, g)),
+        build=tiny_model,
+    )  # fmt: skip
     return history, records
 
 
@@ -70,32 +78,44 @@ def _weights(path):
     return torch.load(path, weights_only=True)["model"]
 
 
-def test_resume_after_kill_mid_epoch_matches_uninterrupted_run(tmp_path, tiny_shards, monkeypatch):
-    config = tiny_train_config()
+@pytest.mark.parametrize("checkpoint_every", [1, 2])
+def test_resume_after_kill_mid_epoch_matches_uninterrupted_run(tmp_path, tiny_shards, monkeypatch, checkpoint_every):
+    """3 epochs of 2 steps, killed in epoch 3: it resumes after epoch 2 (every epoch checkpointed) or after epoch 2
+    (every second one), runs what is missing, and ends with the uninterrupted run's bytes."""
+    config = tiny_train_config(**{"train.epochs": 3, "train.checkpoint_every": checkpoint_every,
+                                  "train.schedule": "cosine", "train.warmup_fraction": 0.2})  # fmt: skip
     whole = tmp_path / "whole"
     history, records = _run(whole, tiny_shards, config)
-    assert [r["epoch"] for r in history] == [1, 2]
+    assert [r["epoch"] for r in history] == [1, 2, 3]
     assert all(grid is not None and grid.dtype == np.uint8 for _, grid in records)
-    (whole / "checkpoint.pt").unlink()  # ~490 MB; only model.pt is compared
 
     resumed = tmp_path / "resumed"
-    _count_steps(monkeypatch, fail_at=3)  # 2 steps per epoch: the third is the middle of epoch 2
+    _count_steps(monkeypatch, fail_at=6)  # 2 steps per epoch: the sixth is the end of epoch 3
     with pytest.raises(KeyboardInterrupt):
         _run(resumed, tiny_shards, config)
     assert not (resumed / "model.pt").exists()
-    assert len(torch.load(resumed / "checkpoint.pt", weights_only=True)["history"]) == 1
+    assert len(torch.load(resumed / "checkpoint.pt", weights_only=True)["history"]) == 2
 
     calls = _count_steps(monkeypatch)
     history2, records2 = _run(resumed, tiny_shards, config)
-    assert len(calls) == 2  # only epoch 2 ran again
+    assert len(calls) == 2  # only epoch 3 ran again
     assert history2 == history
-    assert [r for r, _ in records2] == [r for r, _ in records]  # epoch 1 replayed to the logger, then epoch 2
-    assert np.array_equal(records2[0][1], records[0][1])  # the restored epoch's grid, from the restored weights
+    assert [r for r, _ in records2] == [r for r, _ in records]  # epochs 1-2 replayed to the logger, then epoch 3
+    assert np.array_equal(records2[1][1], records[1][1])  # the restored epoch's grid, from the restored weights
     expected, got = _weights(whole / "model.pt"), _weights(resumed / "model.pt")
     assert expected.keys() == got.keys()
     assert all(torch.equal(expected[k], got[k]) for k in expected)
     # byte for byte, so that DVC records the same hash for a rerun
     assert (whole / "model.pt").read_bytes() == (resumed / "model.pt").read_bytes()
+
+
+def test_checkpoints_are_written_every_checkpoint_every_epochs(tmp_path, tiny_shards, monkeypatch):
+    saved = []
+    real = train_module.atomic_save
+    monkeypatch.setattr(train_module, "atomic_save", lambda obj, path: (saved.append(len(obj["history"])),
+                                                                          real(obj, path)))
+    _run(tmp_path, tiny_shards, tiny_train_config(**{"train.epochs": 5, "train.checkpoint_every": 2}))
+    assert saved == [2, 4, 5]  # and always the last epoch
 
 
 def test_checkpoint_from_other_params_is_ignored(tmp_path, tiny_shards, monkeypatch):
@@ -121,14 +141,26 @@ def test_fingerprint_covers_the_training_code_only(tmp_path, tiny_shards):
     for module in (*train_module.TRAINING_CODE, "visualize"):
         (code / f"{module}.py").write_bytes((train_module.PACKAGE_DIR / f"{module}.py").read_bytes())
     config, manifest = tiny_train_config(), read_manifest(tiny_shards)
-    original = fingerprint(config, manifest)
-    assert fingerprint(config, manifest, code) == original
+    original = fingerprint(config, manifest, 1)
+    assert fingerprint(config, manifest, 1, code) == original
+    assert fingerprint(config, manifest, 2, code) != original  # two processes: twice the global batch
     with (code / "visualize.py").open("a") as f:
         f.write("# not training code\n")
-    assert fingerprint(config, manifest, code) == original
+    assert fingerprint(config, manifest, 1, code) == original
     with (code / "loss.py").open("a") as f:
         f.write("# a change to the loss\n")
-    assert fingerprint(config, manifest, code) != original
+    assert fingerprint(config, manifest, 1, code) != original
+
+
+def test_epochs_count_in_the_fingerprint_only_when_the_schedule_spans_them(tiny_shards):
+    manifest = read_manifest(tiny_shards)
+
+    def fp(**overrides):
+        return fingerprint(tiny_train_config(**overrides), manifest, 1)
+
+    assert fp(**{"train.epochs": 2}) == fp(**{"train.epochs": 3})  # constant: more epochs continue a run
+    cosine = {"train.schedule": "cosine"}
+    assert fp(**cosine, **{"train.epochs": 2}) != fp(**cosine, **{"train.epochs": 3})
 
 
 def test_more_epochs_continue_a_finished_run(tmp_path, tiny_shards, monkeypatch):
@@ -137,7 +169,7 @@ def test_more_epochs_continue_a_finished_run(tmp_path, tiny_shards, monkeypatch)
     history, _ = _run(tmp_path, tiny_shards, tiny_train_config(**{"train.epochs": 2}))
     assert len(calls) == 2 and [r["epoch"] for r in history] == [1, 2]
     saved = torch.load(tmp_path / "model.pt", weights_only=True)
-    assert saved["epoch"] == 2 and saved["config"]["train"]["epochs"] == 2
+    assert saved["epochs"] == 2 and saved["config"]["train"]["epochs"] == 2
 
 
 def test_non_finite_loss_names_epoch_and_step(tmp_path, tiny_shards, monkeypatch):
@@ -146,10 +178,37 @@ def test_non_finite_loss_names_epoch_and_step(tmp_path, tiny_shards, monkeypatch
 
     def nan_on_second(*args, **kwargs):
         calls.append(1)
-        loss, parts = real(*args, **kwargs)
-        return (torch.tensor(float("nan")) if len(calls) == 2 else loss), parts
+        loss = real(*args, **kwargs)
+        return torch.tensor(float("nan")) if len(calls) == 2 else loss
 
     monkeypatch.setattr(train_module, "train_step", nan_on_second)
     with pytest.raises(NonFiniteLoss, match=r"epoch 1, step 2"):
         _run(tmp_path, tiny_shards, tiny_train_config(**{"train.epochs": 1}))
     assert not (tmp_path / "model.pt").exists()
+
+
+def test_lr_factor_by_hand():
+    # 100 steps, 10 % warm-up: steps 0..9 rise as (s + 1) / 11; then a cosine over the remaining 90 steps.
+    assert [lr_factor(s, 100, "cosine", 0.1) for s in (0, 9)] == pytest.approx([1 / 11, 10 / 11])
+    assert lr_factor(10, 100, "cosine", 0.1) == 1.0
+    assert lr_factor(55, 100, "cosine", 0.1) == pytest.approx(0.5)  # half way: (1 + cos(pi / 2)) / 2
+    assert lr_factor(99, 100, "cosine", 0.1) == pytest.approx(0.5 * (1 + math.cos(math.pi * 89 / 90)))
+    assert lr_factor(50, 100, "constant", 0.0) == 1.0 and lr_factor(3, 100, "constant", 0.1) == pytest.approx(4 / 11)
+
+
+def test_gradient_clipping_bounds_the_step(tiny_shards):
+    """With plain SGD the step is lr * gradient, so the clipped gradient's norm is visible in the weights' change."""
+    from tests.helpers import TinyDepthNet
+
+    runtime = resolve_runtime("cpu", "fp32", False)
+    batch = {"rgb": torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8), "depth": torch.rand(2, 1, 64, 64) + 1}
+    norms = {}
+    for clip in (0.0, 1e-3):
+        torch.manual_seed(0)
+        net = TinyDepthNet()
+        before = torch.cat([p.detach().flatten().clone() for p in net.parameters()])
+        optimizer = torch.optim.SGD(net.parameters(), lr=1.0)
+        train_step(net, batch, DepthLoss(), optimizer, runtime.grad_scaler(), runtime, grad_clip=clip)
+        after = torch.cat([p.detach().flatten() for p in net.parameters()])
+        norms[clip] = float((after - before).norm())
+    assert norms[0.0] > 1e-2 and norms[1e-3] == pytest.approx(1e-3, rel=1e-3)

@@ -1,0 +1,91 @@
+"""Helpers shared by the tests: configs built from the committed params.yaml, and the package's import graph."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import torch
+import yaml
+
+from depthcore.config import Config, build
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = "depthcore"
+
+
+def make_config(**overrides) -> Config:
+    """params.yaml with dotted overrides, e.g. make_config(**{"train.epochs": 2})."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for dotted, value in overrides.items():
+        *sections, key = dotted.split(".")
+        node = raw
+        for section in sections:
+            node = node[section]
+        node[key] = value
+    return build(Config, raw)
+
+
+def tiny_train_config(**overrides) -> Config:
+    """A config that trains in seconds on the tiny shards: 2 epochs of 2 steps, fp32 on the CPU, no workers."""
+    settings = {
+        "train.epochs": 2,
+        "train.batch_size": 2,
+        "train.device": "cpu",
+        "train.precision": "fp32",
+        "train.num_workers": 0,
+        "train.num_vis": 1,
+        "eval.batch_size": 2,
+        "eval.num_vis": 1,
+    }
+    return make_config(**{**settings, **overrides})
+
+
+def package_imports(path: Path) -> set[str]:
+    """Names of the depthcore modules the Python file at `path` imports directly (`from depthcore.x import y`,
+    `import depthcore.x`, `from depthcore import x`)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            if node.module == PACKAGE:
+                found.update(alias.name for alias in node.names)
+            elif node.module.startswith(PACKAGE + "."):
+                found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith(PACKAGE + "."))
+    return found
+
+
+def import_closure(path: Path) -> set[str]:
+    """Every depthcore module that the file at `path` needs, directly or through other depthcore modules."""
+    seen: set[str] = set()
+    todo = list(package_imports(path))
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(package_imports(ROOT / PACKAGE / f"{name}.py"))
+    return seen
+
+
+class TinyDepthNet(torch.nn.Module):
+    """(B, 3, H, W) -> (B, 1, H/8, W/8): three strided convolutions standing in for DenseDepth (43 MB of weights)
+    where a test checks bookkeeping, not learning. `tiny_model(config)` is a `depthcore.train.ModelFactory`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 3, stride=2, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(8, 8, 3, stride=2, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(8, 1, 3, stride=2, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x) + 10.0  # about the middle of the DepthNorm range [1, 100]
+
+
+def tiny_model(config: Config) -> TinyDepthNet:
+    torch.manual_seed(config.seed)
+    return TinyDepthNet()
