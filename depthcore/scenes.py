@@ -3,13 +3,14 @@
 World frame: x and z horizontal, y up; the room spans [0, width] x [0, height] x [0, length] (m). A camera with yaw 0
 and pitch 0 looks along +z with +x to the right of the image; positive pitch looks down. `random_scene` draws a room
 whose every depth seen from the camera is at most `nyu.MAX_DEPTH`, with the camera clear of walls and furniture (a
-camera inside furniture sees near-zero depths); `depthcore.render.render_scene` turns a scene into images.
+camera inside furniture sees near-zero depths); `next_frame` moves the camera a little, as between frames of a
+video, keeping the same clearances. `depthcore.render.render_scene` turns a scene into images.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -18,6 +19,9 @@ from depthcore.nyu import MAX_DEPTH
 
 CAMERA_CLEARANCE = 0.6  # m: the camera keeps at least this far (horizontally) from the walls
 FURNITURE_CLEARANCE = 1.0  # m: and at least this far (horizontally) from every piece of furniture
+FRAME_STEP = 0.08  # m: between frames of one scene the camera moves at most this far (horizontally)
+FRAME_TURN = 0.06  # rad: and turns (yaw) at most this much
+_STEP_TRIES = 20  # steps drawn for a frame before the camera stays where it is
 ROOM_SURFACES = ("floor", "ceiling", "wall x=0", "wall x=width", "wall z=0", "wall z=length")
 PATTERNS = ("plain", "checker", "planks", "stripes")
 
@@ -106,6 +110,32 @@ def random_scene(rng: np.random.Generator) -> Scene:
         light_power=float(rng.uniform(0.8, 1.6)),
         noise_seed=int(rng.integers(2**32)),
     )
+
+
+def next_frame(scene: Scene, rng: np.random.Generator) -> Scene:
+    """The same room a moment later, as in a video: the camera stepped and turned a little, fresh image noise.
+
+    The step is up to `FRAME_STEP` in a horizontal direction drawn from `rng`, drawn again while it would take the
+    camera within `CAMERA_CLEARANCE` of a wall or `FURNITURE_CLEARANCE` of furniture (after `_STEP_TRIES` draws the
+    camera keeps its place); the yaw changes by up to `FRAME_TURN`. Height and pitch stay.
+    """
+    camera = scene.camera
+    x, z = camera.x, camera.z
+    for _ in range(_STEP_TRIES):
+        heading, distance = float(rng.uniform(0, 2 * math.pi)), float(rng.uniform(0, FRAME_STEP))
+        step_x, step_z = x + distance * math.sin(heading), z + distance * math.cos(heading)
+        if _camera_clear(scene, step_x, step_z):
+            x, z = step_x, step_z
+            break
+    yaw = camera.yaw + float(rng.uniform(-FRAME_TURN, FRAME_TURN))
+    return replace(scene, camera=replace(camera, x=x, z=z, yaw=yaw), noise_seed=int(rng.integers(2**32)))
+
+
+def _camera_clear(scene: Scene, x: float, z: float) -> bool:
+    """Whether a camera at (x, z) keeps `CAMERA_CLEARANCE` from the walls and `FURNITURE_CLEARANCE` from furniture."""
+    inside = CAMERA_CLEARANCE <= x <= scene.width - CAMERA_CLEARANCE
+    inside = inside and CAMERA_CLEARANCE <= z <= scene.length - CAMERA_CLEARANCE
+    return inside and all(footprint_distance(box, x, z) >= FURNITURE_CLEARANCE for box in scene.boxes)
 
 
 def _random_camera(rng: np.random.Generator, width: float, length: float, height: float) -> Camera:

@@ -1,4 +1,4 @@
-"""Scene layout: materials refuse bad arguments, random rooms keep every depth in range and the camera clear."""
+"""Scene layout: bad materials refused; random rooms and moved cameras keep depth in range and the camera clear."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from depthcore.scenes import Box, Material, random_scene
+from depthcore.scenes import Box, Material, Scene, next_frame, random_scene
 
 GREY = Material((0.5, 0.5, 0.5), (0.6, 0.6, 0.6), "plain", 1.0, salt=0)
 
@@ -26,18 +26,54 @@ def test_random_scenes_are_valid() -> None:
     counts = []
     for i in range(100):
         scene = random_scene(np.random.default_rng([0, i]))
-        cam = scene.camera
         assert math.dist((0, 0, 0), (scene.width, scene.height, scene.length)) <= 10.0
-        assert 0.6 <= cam.x <= scene.width - 0.6 and 0.6 <= cam.z <= scene.length - 0.6
-        assert 1.0 <= cam.height <= scene.height - 0.5
+        assert_camera_clear(scene)
         for box in scene.boxes:
             corners = footprint(box)
             assert (corners[:, 0] >= 0).all() and (corners[:, 0] <= scene.width).all()
             assert (corners[:, 1] >= 0).all() and (corners[:, 1] <= scene.length).all()
             assert 0 < box.size_y < scene.height
-            assert distance_to_polygon((cam.x, cam.z), corners) >= 1.0
         counts.append(len(scene.boxes))
     assert min(counts) >= 1 and np.mean(counts) >= 3
+
+
+def test_next_frame_moves_the_camera_a_little_and_keeps_it_clear() -> None:
+    moved = 0
+    for i in range(20):
+        scene = random_scene(np.random.default_rng([0, i]))
+        for n in range(30):
+            frame = next_frame(scene, np.random.default_rng([0, i, n]))
+            before, after = scene.camera, frame.camera
+            # the same room, a small step and turn, a new noise pattern
+            assert replace(frame, camera=before, noise_seed=scene.noise_seed) == scene
+            assert frame.noise_seed != scene.noise_seed
+            assert math.hypot(after.x - before.x, after.z - before.z) <= 0.08
+            assert 0 < abs(after.yaw - before.yaw) <= 0.06
+            assert (after.height, after.pitch) == (before.height, before.pitch)
+            assert_camera_clear(frame)
+            moved += (after.x, after.z) != (before.x, before.z)
+            scene = frame
+    assert moved > 0.9 * 20 * 30
+    # the same generator state gives the same frame
+    assert next_frame(scene, np.random.default_rng(5)) == next_frame(scene, np.random.default_rng(5))
+
+
+def test_next_frame_keeps_the_place_when_no_step_is_clear() -> None:
+    # a room exactly twice the wall clearance wide and long: the one clear place is its centre
+    cramped = replace(random_scene(np.random.default_rng(0)), width=1.2, length=1.2, boxes=())
+    cramped = replace(cramped, camera=replace(cramped.camera, x=0.6, z=0.6))
+    frame = next_frame(cramped, np.random.default_rng(0))
+    assert (frame.camera.x, frame.camera.z) == (0.6, 0.6)
+    assert frame.camera.yaw != cramped.camera.yaw
+
+
+def assert_camera_clear(scene: Scene) -> None:
+    """The camera 0.6 m from the walls, 0.6 m below the ceiling and 1 m from every footprint (horizontally)."""
+    cam = scene.camera
+    assert 0.6 <= cam.x <= scene.width - 0.6 and 0.6 <= cam.z <= scene.length - 0.6
+    assert 1.0 <= cam.height <= scene.height - 0.6
+    for box in scene.boxes:
+        assert distance_to_polygon((cam.x, cam.z), footprint(box)) >= 1.0
 
 
 def footprint(box: Box) -> np.ndarray:
