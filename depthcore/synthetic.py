@@ -1,28 +1,40 @@
-"""Write rendered rooms (`depthcore.scenes`, `depthcore.render`) in the layout of NYU Depth v2's labeled .mat file.
+"""Write rendered rooms (`depthcore.scenes`, `depthcore.render`) in the layouts of the real data sets.
 
-Image i of a file depends only on (seed, i) and HDF5 writes no timestamps: the same seed gives the same bytes, and
-the first k images do not depend on `num_images`.
+- `write_synthetic_nyu`: NYU Depth v2's labeled .mat file (`depthcore.nyu`). Image i depends only on (seed, i) and
+  HDF5 writes no timestamps: the same seed gives the same bytes, and the first k images do not depend on `num_images`.
+- `write_synthetic_densedepth_zip`: DenseDepth's nyu_data.zip (`depthcore.densedepth`): scenes of several video-like
+  frames, and test images. Each image depends only on (seed, scene, frame) or (seed, test index); zip members carry
+  fixed timestamps: the same arguments give the same bytes.
 """
 
 from __future__ import annotations
 
+import io
+import zipfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import h5py
 import numpy as np
+from PIL import Image
 
 from depthcore.checks import check_int
+from depthcore.codec import DEPTH_8BIT_SCALE, encode_png, metres_to_mm
 from depthcore.files import atomic_path
 from depthcore.nyu import HEIGHT, WIDTH
 from depthcore.progress import bar
 from depthcore.render import render_scene
-from depthcore.scenes import random_scene
+from depthcore.scenes import next_frame, random_scene
 
 MATLAB_HEADER_TEXT = "MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Sat Jan  1 00:00:00 2000 HDF5 schema 1.00 ."
 USERBLOCK_SIZE = 512  # the MATLAB header lives in the HDF5 user block
 _DEFLATE_LEVEL = 1  # fastest zlib level: depth compresses well even at 1
+#: Scene names of the synthetic DenseDepth zip are `<kind>_<nnnn>_out`, as in the real one.
+SCENE_KINDS = ("living_room", "bedroom", "kitchen", "bathroom", "dining_room", "office", "study_room", "classroom")
+JPEG_QUALITY = 90  # the train RGB frames' JPEG quality
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest zip timestamp, for every member: no wall-clock time in the zip
+_TRAIN_KEY, _TEST_KEY = 0, 1  # spawn keys of the zip's train frames and test images: they never share a draw
 
 
 def write_synthetic_nyu(path: str | Path, num_images: int, seed: int, *, progress: bool = False) -> Path:
@@ -94,3 +106,82 @@ def _write_matlab_header(path: Path) -> None:
     header = text + bytes(8) + (0x0200).to_bytes(2, "little") + b"IM"
     with open(path, "r+b") as f:
         f.write(header)
+
+
+def write_synthetic_densedepth_zip(
+    path: str | Path, num_scenes: int, frames_per_scene: int, num_test: int, seed: int, *, progress: bool = False
+) -> Path:
+    """Render rooms from `seed` into a zip laid out like DenseDepth's nyu_data.zip (`depthcore.densedepth`).
+
+    Train: `num_scenes` scenes `<kind>_<nnnn>_out` (`scene_name`), each `frames_per_scene` frames of one room
+    (`random_scene`) seen by a camera that moves a little between frames (`next_frame`), as
+    data/nyu2_train/<scene>/<n>.jpg (640x480 RGB JPEG, quality `JPEG_QUALITY`) and <n>.png (8-bit greyscale,
+    round(depth / 10 * 255)), n from 1. Test: `num_test` images, each a room of its own, as
+    data/nyu2_test/<nnnnn>_colors.png (RGB) and <nnnnn>_depth.png (16-bit greyscale, millimetres), nnnnn from 00000.
+    data/nyu2_train.csv and data/nyu2_test.csv list the `rgb,depth` pairs in that order, without a header.
+    Written into a temporary file beside `path`, renamed into place when complete. Returns `path`.
+    """
+    check_int("num_scenes", num_scenes, 1)
+    check_int("frames_per_scene", frames_per_scene, 1)
+    check_int("num_test", num_test, 1)
+    check_int("seed", seed, 0)
+    total = num_scenes * frames_per_scene + num_test
+    train_rows, test_rows = [], []
+    with (
+        atomic_path(path) as tmp,
+        zipfile.ZipFile(tmp, "w") as zf,
+        bar(total=total, desc="rendering rooms", unit="img", disable=not progress) as progress_bar,
+    ):
+        for s in range(num_scenes):
+            scene = random_scene(_image_rng(seed, _TRAIN_KEY, s, 0))
+            for n in range(frames_per_scene):
+                if n:
+                    scene = next_frame(scene, _image_rng(seed, _TRAIN_KEY, s, n))
+                rgb, depth, _ = render_scene(scene)  # (480, 640, 3) uint8, (480, 640) float32 m
+                stem = f"data/nyu2_train/{scene_name(s)}/{n + 1}"
+                _add_member(zf, stem + ".jpg", _jpeg(rgb))
+                _add_member(zf, stem + ".png", encode_png(_depth_8bit(depth)))
+                train_rows.append(f"{stem}.jpg,{stem}.png")
+                progress_bar.update()
+        for t in range(num_test):
+            rgb, depth, _ = render_scene(random_scene(_image_rng(seed, _TEST_KEY, t)))
+            stem = f"data/nyu2_test/{t:05d}"
+            _add_member(zf, stem + "_colors.png", encode_png(rgb))
+            _add_member(zf, stem + "_depth.png", encode_png(metres_to_mm(depth, stem)))
+            test_rows.append(f"{stem}_colors.png,{stem}_depth.png")
+            progress_bar.update()
+        _add_member(zf, "data/nyu2_train.csv", "".join(row + "\n" for row in train_rows).encode())
+        _add_member(zf, "data/nyu2_test.csv", "".join(row + "\n" for row in test_rows).encode())
+    return Path(path)
+
+
+def scene_name(s: int) -> str:
+    """The name of the zip's scene s (from 0): `<kind>_<nnnn>_out`, kinds in turn, numbered from 0001 per kind."""
+    kind, number = SCENE_KINDS[s % len(SCENE_KINDS)], s // len(SCENE_KINDS) + 1
+    return f"{kind}_{number:04d}_out"
+
+
+def _image_rng(seed: int, *key: int) -> np.random.Generator:
+    """The generator of one zip image: `seed` with spawn key `key`, so no draw coincides with the .mat's [seed, i]."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
+
+
+def _jpeg(rgb: np.ndarray) -> bytes:
+    """(H, W, 3) uint8 -> JPEG bytes at `JPEG_QUALITY`."""
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    return buffer.getvalue()
+
+
+def _depth_8bit(depth: np.ndarray) -> np.ndarray:
+    """(H, W) metres -> (H, W) uint8 as DenseDepth's train depth: round(depth / 10 * 255), clipped to [0, 255]."""
+    top = np.iinfo(np.uint8).max
+    return np.clip(np.rint(depth.astype(np.float64) * DEPTH_8BIT_SCALE), 0, top).astype(np.uint8)
+
+
+def _add_member(zf: zipfile.ZipFile, name: str, data: bytes) -> None:
+    """Store `data` (already compressed images, small CSVs) as `name` with a fixed timestamp and attributes."""
+    info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
+    info.create_system = 3  # unix, whatever the host
+    info.external_attr = 0o644 << 16
+    zf.writestr(info, data, compress_type=zipfile.ZIP_STORED)

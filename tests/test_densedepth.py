@@ -1,6 +1,8 @@
-"""DenseDepth's nyu_data.zip read in place: layout, index space, stored bytes, depth encodings, refusals, splits.
+"""DenseDepth's nyu_data.zip read in place: layout, index space, stored bytes, depth encodings, refusals, splits;
+and the synthetic zip writer.
 
-The zips here are written by hand with zipfile and Pillow, in the layout REFERENCE.md gives for the real file.
+Most zips here are written by hand with zipfile and Pillow, in the layout REFERENCE.md gives for the real file; the
+layout facts are checked on those and on `write_synthetic_densedepth_zip`'s zips alike.
 """
 
 from __future__ import annotations
@@ -15,14 +17,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from depthcore import synthetic
 from depthcore.codec import decode_image, depth_png_to_metres
 from depthcore.densedepth import DenseDepthZip, DenseDepthZipError, densedepth_splits
 from depthcore.errors import DepthcoreError
+from depthcore.scenes import Scene
+from depthcore.synthetic import write_synthetic_densedepth_zip
 
 H, W = 480, 640
 SCENES = {"kitchen_0001_out": 2, "office_0003_out": 1}  # scene -> frames
 NUM_TRAIN, NUM_TEST = 3, 2
 TRAIN_CSV, TEST_CSV = "data/nyu2_train.csv", "data/nyu2_test.csv"
+TRAIN_ROW = re.compile(r"data/nyu2_train/(?P<scene>[^/,]+)/(?P<n>\d+)\.jpg,data/nyu2_train/(?P=scene)/(?P=n)\.png")
+TEST_ROW = re.compile(r"data/nyu2_test/(?P<t>\d{5})_colors\.png,data/nyu2_test/(?P=t)_depth\.png")
 
 
 def jpeg(rgb: np.ndarray) -> bytes:
@@ -94,6 +101,27 @@ def assert_refused(path: Path, *words: str, index: int | None = None) -> None:
     for word in (str(path), *words):
         assert word in message, (word, message)
     assert isinstance(info.value, DepthcoreError) and isinstance(info.value, ValueError)
+
+
+def assert_layout(path: Path) -> list[str]:
+    """Check the nyu_data.zip layout facts with zipfile and Pillow alone; return each train row's scene."""
+    with zipfile.ZipFile(path) as zf:
+        train = zf.read(TRAIN_CSV).decode().splitlines()
+        test = zf.read(TEST_CSV).decode().splitlines()
+        assert all(TRAIN_ROW.fullmatch(row) for row in train) and all(TEST_ROW.fullmatch(row) for row in test)
+        listed = [member for row in train + test for member in row.split(",")]
+        assert sorted(listed + [TRAIN_CSV, TEST_CSV]) == sorted(zf.namelist())
+        for rows, rgb_format, depth_modes in ((train, "JPEG", ("L",)), (test, "PNG", ("I;16", "I"))):
+            for row in rows:
+                rgb, depth = (Image.open(io.BytesIO(zf.read(member))) for member in row.split(","))
+                assert (rgb.format, rgb.size, rgb.mode) == (rgb_format, (W, H), "RGB")
+                assert (depth.format, depth.size) == ("PNG", (W, H)) and depth.mode in depth_modes
+    return [TRAIN_ROW.fullmatch(row)["scene"] for row in train]
+
+
+def test_hand_written_layout(tmp_path: Path, members: dict[str, bytes]) -> None:
+    scenes = assert_layout(write_zip(tmp_path / "nyu_data.zip", members))
+    assert scenes == ["kitchen_0001_out", "kitchen_0001_out", "office_0003_out"]
 
 
 def test_index_space_and_scenes(tmp_path: Path, members: dict[str, bytes]) -> None:
@@ -305,3 +333,127 @@ def test_splits_refusals(tmp_path: Path) -> None:
     with DenseDepthZip(scenes_zip(tmp_path / "one.zip", {"room_0001_out": 3})) as z:
         with pytest.raises(DenseDepthZipError, match="lower val_fraction or use a zip with more scenes"):
             densedepth_splits(z, 0.1, 0)
+
+
+# ------------------------------------------------------------------------------------------- the writer
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("densedepth")
+    return {
+        "a": write_synthetic_densedepth_zip(d / "a.zip", 2, 2, 2, seed=5),
+        "b": write_synthetic_densedepth_zip(d / "b.zip", 2, 2, 2, seed=5),
+        "longer": write_synthetic_densedepth_zip(d / "longer.zip", 1, 3, 1, seed=5),
+    }
+
+
+def test_writer_layout(written: dict[str, Path]) -> None:
+    scenes = assert_layout(written["a"])
+    assert len(scenes) == 4 and scenes[0] == scenes[1] != scenes[2] == scenes[3]
+    assert scenes[::2] == ["living_room_0001_out", "bedroom_0001_out"]
+    with zipfile.ZipFile(written["a"]) as zf:
+        stem = f"data/nyu2_train/{scenes[1]}/2"
+        assert zf.read(TRAIN_CSV).decode().splitlines()[1] == f"{stem}.jpg,{stem}.png"
+        assert zf.read(TEST_CSV) == (
+            b"data/nyu2_test/00000_colors.png,data/nyu2_test/00000_depth.png\n"
+            b"data/nyu2_test/00001_colors.png,data/nyu2_test/00001_depth.png\n"
+        )
+    with DenseDepthZip(written["a"]) as z:
+        assert (len(z), z.num_train, z.num_test) == (6, 4, 2)
+        assert [z.scene(i) for i in range(4)] == scenes
+        for i in range(len(z)):
+            z.sample(i)  # every image passes the reader's checks
+
+
+def test_scene_names() -> None:
+    # eight kinds in turn, numbered per kind
+    assert [synthetic.scene_name(s) for s in (0, 1, 7, 8, 17)] == [
+        "living_room_0001_out",
+        "bedroom_0001_out",
+        "classroom_0001_out",
+        "living_room_0002_out",
+        "bedroom_0003_out",
+    ]
+
+
+def test_writer_same_seed_same_bytes(written: dict[str, Path]) -> None:
+    assert written["a"].read_bytes() == written["b"].read_bytes()
+    # an image depends on (seed, scene, frame) or (seed, test index) only, not on how many there are
+    with zipfile.ZipFile(written["a"]) as a, zipfile.ZipFile(written["longer"]) as longer:
+        shared = set(a.namelist()) & set(longer.namelist()) - {TRAIN_CSV, TEST_CSV}
+        assert len(shared) == 6  # scene 0's frames 1 and 2, test image 0
+        for name in shared:
+            assert a.read(name) == longer.read(name), name
+
+
+def test_writer_frames_of_a_scene_are_near_duplicates(written: dict[str, Path]) -> None:
+    with DenseDepthZip(written["a"]) as z:
+        samples = [z.sample(i) for i in range(len(z))]  # 4 train frames (2 scenes), 2 test images
+    depth = [depth_png_to_metres(decode_image(s.depth.tobytes(), "depth"), "depth") for s in samples]
+    rgb = [decode_image(s.rgb.tobytes(), "rgb").astype(float) for s in samples]
+    for frames in (rgb, depth):
+        step = np.abs(frames[1] - frames[0]).mean()  # one scene, consecutive frames
+        assert 0 < step < np.abs(frames[2] - frames[0]).mean()  # another scene
+        assert 0 < np.abs(frames[3] - frames[2]).mean() < np.abs(frames[3] - frames[1]).mean()
+        # test images are rooms of their own, further from every train frame than a frame from the next
+        for test in frames[4:]:
+            assert all(np.abs(test - frame).mean() > 2 * step for frame in frames[:4])
+
+
+KNOWN_DEPTH = (2.0, 3.3, 9.99, 0.7, 10.0)  # m, written as these values:
+KNOWN_8BIT = (51, 84, 255, 18, 255)  # round(d / 10 * 255): 51, 84.15, 254.745, 17.85, 255
+KNOWN_MM = (2000, 3300, 9990, 700, 10000)
+
+
+def known_render(scene: Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A stand-in renderer: columns of KNOWN_DEPTH in turn, a smooth picture."""
+    depth = np.resize(np.array(KNOWN_DEPTH, np.float32), W)[None].repeat(H, axis=0)
+    return rgb_frame(0), depth, depth
+
+
+def test_writer_depth_encodings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(synthetic, "render_scene", known_render)
+    path = write_synthetic_densedepth_zip(tmp_path / "nyu_data.zip", 1, 1, 1, seed=0)
+    with zipfile.ZipFile(path) as zf:
+        train = np.asarray(Image.open(io.BytesIO(zf.read(f"data/nyu2_train/{assert_layout(path)[0]}/1.png"))))
+        test = np.asarray(Image.open(io.BytesIO(zf.read("data/nyu2_test/00000_depth.png"))))
+        colors = np.asarray(Image.open(io.BytesIO(zf.read("data/nyu2_test/00000_colors.png"))))
+    assert train.dtype == np.uint8 and train[0, :5].tolist() == list(KNOWN_8BIT) and (train == train[0]).all()
+    assert test[5, :5].astype(int).tolist() == list(KNOWN_MM)
+    np.testing.assert_array_equal(colors, rgb_frame(0))
+    with DenseDepthZip(path) as z:
+        train_m = depth_png_to_metres(decode_image(z.sample(0).depth.tobytes(), "train"), "train")
+        test_m = depth_png_to_metres(decode_image(z.sample(1).depth.tobytes(), "test"), "test")
+        jpeg_rgb = decode_image(z.sample(0).rgb.tobytes(), "rgb")
+    np.testing.assert_allclose(train_m[9, :5], [v / 255 * 10 for v in KNOWN_8BIT], rtol=1e-6)
+    np.testing.assert_allclose(test_m[9, :5], [mm / 1000 for mm in KNOWN_MM], rtol=1e-6)
+    assert np.abs(jpeg_rgb.astype(int) - rgb_frame(0)).mean() < 2  # JPEG: lossy, but close
+
+
+def test_writer_leaves_nothing_on_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+
+    def fail_after_one(scene: Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        calls.append(scene)
+        if len(calls) > 1:
+            raise RuntimeError("render failed")
+        return known_render(scene)
+
+    monkeypatch.setattr(synthetic, "render_scene", fail_after_one)
+    with pytest.raises(RuntimeError, match="render failed"):
+        write_synthetic_densedepth_zip(tmp_path / "nyu_data.zip", 2, 2, 1, seed=0)
+    assert len(calls) == 2 and list(tmp_path.iterdir()) == []
+
+
+def test_writer_bad_arguments(tmp_path: Path) -> None:
+    good = {"num_scenes": 1, "frames_per_scene": 1, "num_test": 1, "seed": 0}
+    for name, bad, words in (
+        ("num_scenes", 0, "expected num_scenes to be an integer >= 1, got 0"),
+        ("frames_per_scene", 1.0, "expected frames_per_scene to be an integer >= 1, got 1.0"),
+        ("num_test", True, "expected num_test to be an integer >= 1, got True"),
+        ("seed", -1, "expected seed to be an integer >= 0, got -1"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(words)):
+            write_synthetic_densedepth_zip(tmp_path / "x.zip", **{**good, name: bad})
+    assert list(tmp_path.iterdir()) == []
