@@ -45,7 +45,7 @@ from common import (  # beside this script
 
 from depthcore.config import Config, load_config
 from depthcore.device import resolve_runtime
-from depthcore.synthetic import HEIGHT, WIDTH
+from depthcore.nyu import HEIGHT, WIDTH
 from depthcore.train import build_loss, build_model, fit, make_optimizer, prepare, train_step
 
 PATHS = ("fp32", "default")
