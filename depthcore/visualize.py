@@ -22,7 +22,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FormatStrFormatter, MaxNLocator
 
 from depthcore.checks import check_same_shape, check_shape
 
@@ -50,7 +50,7 @@ LEGEND_WIDTH_FRACTION = 0.35  # of the image width, clamped to the two bounds be
 LEGEND_MIN_WIDTH, LEGEND_MAX_WIDTH = 160, 360
 LEGEND_ASPECT = 0.32  # height / width
 LEGEND_MARGIN = 4  # from the image's edges
-LEGEND_TICKS = 4  # at most this many labelled ticks
+LEGEND_TICKS = 3  # intervals between labelled ticks, at most (MaxNLocator's nbins)
 LEGEND_FONT_FRACTION = 0.2  # font size in pixels, as a fraction of the legend's height
 
 
@@ -192,9 +192,10 @@ def _legend(width: int, height: int, vmin: float, vmax: float) -> np.ndarray:
     font = LEGEND_FONT_FRACTION * height * 72 / DPI  # points
     fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, facecolor="white")
     # figure fractions: the label on top, the bar in the middle, tick labels below
-    cax = fig.add_axes((0.08, 0.42, 0.84, 0.22))
+    cax = fig.add_axes((0.1, 0.42, 0.8, 0.22))  # room at both ends for half a tick label
     bar = fig.colorbar(ScalarMappable(Normalize(vmin, vmax), DEPTH_CMAP), cax=cax, orientation="horizontal")
     bar.locator = MaxNLocator(LEGEND_TICKS)
+    bar.formatter = FormatStrFormatter("%g")  # 2, 2.5, 10: no padded decimals
     bar.update_ticks()
     cax.tick_params(labelsize=font, length=font / 3, pad=1)
     cax.set_title("depth (m)", fontsize=font, pad=2)

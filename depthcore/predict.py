@@ -1,0 +1,271 @@
+"""`depthcore predict`: depth maps for any images with a trained model.
+
+    depthcore predict IMAGE_OR_DIR... [--model models/model.pt] [--out predictions/] [--device auto]
+                      [--precision auto] [--batch-size 4] [--ply] [--fx FX --fy FY --cx CX --cy CY]
+    python -m depthcore.predict IMAGE_OR_DIR... (the same options)
+
+Inputs: image files (anything Pillow reads, whatever the name), or directories: their files with an IMAGE_SUFFIXES
+suffix, sorted by name, not recursive, hidden files skipped. Each image is read upright as RGB (`read_rgb`) and
+shown to the network letterboxed in its 480x640 training frame (`depthcore.frame`); its depth map comes back at
+the image's own size.
+
+Outputs in --out, named after the input's stem (two inputs with one stem are refused):
+
+    <stem>_depth.png        16-bit greyscale PNG in millimetres (metres = value / 1000), the image's size
+    <stem>_depth_color.png  the depth coloured, with a colour bar in metres (`depthcore.visualize.depth_colormap`)
+    <stem>.ply              with --ply: a coloured point cloud in metres (`depthcore.pointcloud`), with the camera
+                            --fx --fy --cx --cy (the image's pixels, 0-based as in OpenCV; the same for every image)
+                            or else NYU's Kinect camera carried onto the image (`depthcore.frame.nyu_intrinsics`)
+
+Every file is written atomically. An input that cannot be read is reported by name and skipped, the others still
+complete, and the command then fails (status 2) naming it. Problems found before any work starts (no images, two
+inputs with one stem, an unwritable --out, a missing or foreign model file) stop it with one line, status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from depthcore.codec import ImageDecodeError, encode_png, metres_to_mm, open_image
+from depthcore.device import PRECISIONS, resolve_runtime
+from depthcore.errors import DepthcoreError, run_main
+from depthcore.files import atomic_path
+from depthcore.frame import fit_box, nyu_intrinsics, predict_images
+from depthcore.inference import Predictor, load_predictor
+from depthcore.pointcloud import Intrinsics, back_project, ply_bytes
+from depthcore.progress import bar
+from depthcore.visualize import depth_colormap
+
+SUMMARY = "predict depth for images or folders of images with a trained model"
+#: Files of a directory that count as images (an image file named on the command line is read whatever its name).
+IMAGE_SUFFIXES = (".bmp", ".gif", ".jfif", ".jpe", ".jpeg", ".jpg", ".pbm", ".pgm", ".png", ".pnm", ".ppm", ".tga",
+                  ".tif", ".tiff", ".webp")
+DEFAULT_MODEL = Path("models/model.pt")
+DEFAULT_OUT = Path("predictions")
+DEFAULT_BATCH_SIZE = 4
+DEVICES = ("auto", "cpu", "cuda", "mps")
+CHANNELS_LAST = True  # the memory format train.channels_last defaults to
+#: Pillow modes of 16-bit (and 32-bit integer) greyscale images.
+WIDE_GREY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+WIDE_GREY_MAX = 65535
+WIDE_TO_8BIT = WIDE_GREY_MAX / 255  # 257: 0..65535 maps linearly onto 0..255
+DEPTH_SUFFIX, COLOR_SUFFIX, PLY_SUFFIX = "_depth.png", "_depth_color.png", ".ply"
+INTRINSICS = ("fx", "fy", "cx", "cy")
+
+
+def find_images(inputs: Sequence[Path]) -> list[Path]:
+    """The image files to predict: files as given, directories expanded to their IMAGE_SUFFIXES files (sorted, not
+    recursive, no hidden files). A missing path or a directory without images raises `DepthcoreError`."""
+    images: list[Path] = []
+    for path in inputs:
+        if path.is_dir():
+            files = sorted(
+                p for p in path.iterdir()
+                if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+            )
+            if not files:
+                raise DepthcoreError(f"no images in {path}: expected files ending in {' '.join(IMAGE_SUFFIXES)}")
+            images += files
+        elif path.is_file():
+            images.append(path)
+        else:
+            raise DepthcoreError(f"{path}: no such file or directory")
+    return images
+
+
+def output_names(stem: str, ply: bool) -> list[str]:
+    """The names of one image's outputs in --out."""
+    return [stem + DEPTH_SUFFIX, stem + COLOR_SUFFIX] + ([stem + PLY_SUFFIX] if ply else [])
+
+
+def check_names(images: Sequence[Path], out: Path) -> None:
+    """Refuse two images whose outputs would have one name (same stem, ignoring case for case-insensitive file
+    systems), and outputs that would overwrite an input."""
+    seen: dict[str, Path] = {}
+    for image in images:
+        other = seen.setdefault(image.stem.casefold(), image)
+        if other != image:
+            raise DepthcoreError(
+                f"{other} and {image} have the same name {image.stem!r}, so their outputs would overwrite each "
+                "other: rename one, or predict them in separate runs with different --out folders"
+            )
+    inputs = {image.resolve() for image in images}
+    for image in images:
+        for name in output_names(image.stem, ply=True):
+            if (out / name).resolve() in inputs:
+                raise DepthcoreError(f"the output {out / name} would overwrite an input: choose another --out")
+
+
+def check_writable(out: Path) -> None:
+    """Create --out if needed and check that a file can be written there; `DepthcoreError` otherwise."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise DepthcoreError(
+            f"cannot write to --out {out} ({err.strerror or err}): pass a folder you can write to with --out"
+        ) from None
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """The image at `path` as (H, W, 3) uint8 RGB, upright; `ImageDecodeError` (a DepthcoreError) if it is none.
+
+    EXIF orientation is applied (so H, W are those of the upright image); alpha is dropped (colours kept as stored,
+    not blended onto a background); greyscale is repeated into 3 channels and palette images expanded. 16-bit
+    greyscale is scaled linearly onto 8 bits, value / 257 rounded (0 -> 0, 65535 -> 255), the whole 16-bit range
+    and not the image's own min..max, so that a dark image stays dark; 32-bit integer greyscale is clipped to
+    0..65535 first. 16-bit colour PNGs reach us as 8 bits already: Pillow keeps each value's high byte (value // 256).
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ImageDecodeError(f"{path}: cannot read it ({err.strerror or err})") from None
+    image = open_image(data, str(path))
+    try:
+        image = ImageOps.exif_transpose(image)
+        if image.mode in WIDE_GREY_MODES:
+            wide = np.clip(np.asarray(image, dtype=np.float64), 0, WIDE_GREY_MAX)
+            grey = np.rint(wide / WIDE_TO_8BIT).astype(np.uint8)  # (H, W)
+            return np.repeat(grey[..., None], 3, axis=2)
+        return np.asarray(image.convert("RGB"))
+    except (OSError, ValueError, Image.DecompressionBombError) as err:  # truncated or corrupt pixel data
+        raise ImageDecodeError(f"{path}: cannot decode its pixels ({err})") from None
+
+
+def encode_outputs(stem: str, rgb: np.ndarray, depth: np.ndarray, camera: Intrinsics | None) -> dict[str, bytes]:
+    """rgb (H, W, 3) uint8, depth (H, W) metres -> {output name: file bytes}; a PLY only with a `camera`."""
+    depth_name, color_name = output_names(stem, ply=False)
+    files = {depth_name: encode_png(metres_to_mm(depth, stem)), color_name: encode_png(depth_colormap(depth))}
+    if camera is not None:
+        files[stem + PLY_SUFFIX] = ply_bytes(*back_project(depth, rgb, camera))
+    return files
+
+
+def write_outputs(out: Path, files: dict[str, bytes]) -> None:
+    """Write each file into `out` atomically."""
+    for name, data in files.items():
+        try:
+            with atomic_path(out / name) as tmp:
+                tmp.write_bytes(data)
+        except OSError as err:
+            raise DepthcoreError(f"cannot write {out / name} ({err.strerror or err})") from None
+
+
+def predict_files(
+    images: Sequence[Path], predictor: Predictor, out: Path, batch_size: int, ply: bool,
+    camera: Intrinsics | None = None,
+) -> list[Path]:
+    """Predict and write the outputs of every image, `batch_size` per forward pass, with a progress bar.
+
+    With `ply` and no `camera`, each image gets `nyu_intrinsics` for its own size. An image that cannot be read is
+    reported on stderr and skipped; returns those images.
+    """
+    failed: list[Path] = []
+    with bar(total=len(images), desc="predict", unit="image") as progress:
+        for start in range(0, len(images), batch_size):
+            batch: list[tuple[Path, np.ndarray]] = []
+            for path in images[start:start + batch_size]:
+                try:
+                    batch.append((path, read_rgb(path)))
+                except DepthcoreError as err:
+                    failed.append(path)
+                    progress.write(f"skipped {err}", file=sys.stderr)
+                    progress.update()
+            if not batch:
+                continue
+            for (path, rgb), depth in zip(batch, predict_images(predictor, [rgb for _, rgb in batch])):
+                here = (camera or nyu_intrinsics(fit_box(*depth.shape))) if ply else None
+                write_outputs(out, encode_outputs(path.stem, rgb, depth, here))
+                progress.update()
+    return failed
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of `depthcore predict`."""
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="IMAGE_OR_DIR",
+                        help="image files, or folders whose image files are all predicted (not recursive)")
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL,
+                        help=f"the trained model file (default: {DEFAULT_MODEL}, written by `dvc repro`)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                        help=f"folder for the outputs, created if needed (default: {DEFAULT_OUT}/)")
+    parser.add_argument("--device", choices=DEVICES, default="auto", help="auto: cuda, then mps, then cpu")
+    parser.add_argument("--precision", choices=("auto", *PRECISIONS), default="auto",
+                        help="auto: bf16 where the hardware has it, fp16 on older CUDA, else fp32")
+    parser.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE,
+                        help=f"images per forward pass (default: {DEFAULT_BATCH_SIZE})")
+    parser.add_argument("--ply", action="store_true", help="also write a coloured point cloud <stem>.ply per image")
+    camera = parser.add_argument_group(
+        "camera for --ply", "pinhole intrinsics in the input image's pixels, cx and cy 0-based (the top-left pixel's "
+        "centre is 0, 0); all four or none, then NYU's Kinect camera scaled to each image")
+    for name in INTRINSICS:
+        camera.add_argument(f"--{name}", type=float)
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
+def _camera(args: argparse.Namespace) -> Intrinsics | None:
+    """The --fx --fy --cx --cy camera, None when none is given."""
+    given = {name: getattr(args, name) for name in INTRINSICS}
+    if all(value is None for value in given.values()):
+        return None
+    if any(value is None for value in given.values()):
+        raise DepthcoreError("--fx, --fy, --cx and --cy go together: give all four, or none for NYU's Kinect camera")
+    if not args.ply:
+        raise DepthcoreError("--fx, --fy, --cx and --cy set the point cloud's camera: add --ply")
+    try:
+        return Intrinsics(**given)
+    except ValueError as err:
+        raise DepthcoreError(f"camera for --ply: {err}") from None
+
+
+def run(args: argparse.Namespace) -> None:
+    """`depthcore predict` with parsed arguments: check everything that can be checked, then predict."""
+    start = time.perf_counter()
+    camera = _camera(args)
+    images = find_images(args.inputs)
+    check_names(images, args.out)
+    check_writable(args.out)
+    try:
+        runtime = resolve_runtime(args.device, args.precision, CHANNELS_LAST)
+    except RuntimeError:
+        raise DepthcoreError(f"--device {args.device}: no such device here; use --device auto or cpu") from None
+    predictor = load_predictor(args.model, runtime)
+    failed = predict_files(images, predictor, args.out, args.batch_size, args.ply, camera)
+    print(f"predicted {len(images) - len(failed)} of {len(images)} images in {time.perf_counter() - start:.1f} s "
+          f"on {runtime.device} ({runtime.precision}); outputs in {args.out}/")
+    if failed:
+        raise DepthcoreError(f"{len(failed)} of {len(images)} inputs could not be read: {', '.join(map(str, failed))}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The `depthcore` command (pyproject's console script): `depthcore predict IMAGE_OR_DIR... [options]`."""
+    parser = argparse.ArgumentParser(prog="depthcore", description="DenseDepth monocular depth with a trained model")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_arguments(commands.add_parser("predict", help=SUMMARY, description=SUMMARY))
+    args = parser.parse_args(argv)
+    run_main(lambda: run(args))
+
+
+def predict_main(argv: Sequence[str] | None = None) -> None:
+    """`python -m depthcore.predict IMAGE_OR_DIR... [options]`: `depthcore predict` without the command word."""
+    parser = argparse.ArgumentParser(prog="python -m depthcore.predict", description=SUMMARY)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    run_main(lambda: run(args))
+
+
+if __name__ == "__main__":
+    predict_main()
