@@ -213,8 +213,15 @@ def _transfer(
     try:
         response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as err:
-        if err.code == 416 and offset:  # our partial file is longer than the server's file: start over
-            part.unlink()
+        if err.code == 416 and offset:  # no bytes from `offset` on: the file has `offset` bytes or fewer
+            match = re.fullmatch(r"bytes \*/(\d+)", err.headers.get("Content-Range", ""))
+            total = None if match is None else int(match[1])
+            if total is not None and size is not None and total != size:
+                part.unlink()
+                raise _size_mismatch(remote, total, size) from None
+            if size is None and total == offset:
+                return 0, offset, True  # an earlier run got the whole file but stopped before checking it
+            part.unlink()  # our partial file is longer than the server's file: start over
             return 0, None, False
         raise DownloadError(f"cannot download {url}: the server answered HTTP {err.code} {err.reason}; {hint}") from err
     except (urllib.error.URLError, OSError, http.client.HTTPException) as err:

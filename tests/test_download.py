@@ -165,6 +165,15 @@ def test_restarts_when_the_part_file_is_longer_than_the_servers_file(server: Fil
     assert dest.read_bytes() == CONTENT[:1000] and server.ranges == ["bytes=5000-", None]
 
 
+def test_a_416_naming_another_size_fails_at_once(server: FileServer, tmp_path: Path) -> None:
+    server.body = CONTENT[:30_000]
+    (tmp_path / "nyu.mat.part").write_bytes(CONTENT[:50_000])  # HTTP 416, bytes */30000
+    with pytest.raises(DownloadError, match="has 30000 bytes, expected 200000") as info:
+        download(remote(server.url), tmp_path / "nyu.mat", progress=False)
+    assert_offline_hint(str(info.value), server.url)
+    assert server.ranges == ["bytes=50000-"] and list(tmp_path.iterdir()) == []
+
+
 def test_wrong_content_leaves_nothing(server: FileServer, tmp_path: Path) -> None:
     server.body = bytes(SIZE)  # right size, wrong bytes
     server.drops = 1  # and resumed on the way
@@ -258,6 +267,12 @@ def test_unknown_size_resumes_a_body_cut_short_of_its_content_length(server: Fil
     (tmp_path / "nyu.mat.part").write_bytes(CONTENT[:50_000])
     dest = download(remote(server.url, size=None), tmp_path / "nyu.mat", progress=False)
     assert dest.read_bytes() == CONTENT and server.ranges == ["bytes=50000-", "bytes=125000-"]
+
+
+def test_unknown_size_with_a_complete_part_file_is_not_downloaded_again(server: FileServer, tmp_path: Path) -> None:
+    (tmp_path / "nyu.mat.part").write_bytes(CONTENT)  # an earlier run stopped while verifying
+    dest = download(remote(server.url, size=None), tmp_path / "nyu.mat", progress=False)
+    assert dest.read_bytes() == CONTENT and server.ranges == ["bytes=200000-"]  # answered 416, bytes */200000
 
 
 def test_no_content_length_and_unknown_size(server: FileServer, tmp_path: Path) -> None:
