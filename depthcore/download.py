@@ -77,8 +77,8 @@ def fetch(
     """A copy of `remote` at `dest` that passed every check there is, fetched only when needed; returns `dest`.
 
     With `local_path` (`<params>.path`): check that file and place it at `dest` (hard link, else copy); the
-    network is never used. Otherwise a file already at `dest` that passes the checks is kept, and anything else
-    downloads `remote.url` (see `download`).
+    network is never used. Otherwise a file already at `dest` that passes the checks is kept; one that fails them
+    is removed, and `remote.url` is downloaded (see `download`).
 
     With neither a SHA-256 nor a size there is nothing to check a file at `dest` against, and it is kept: only a
     complete file ever gets that name (downloads go through `<dest>.part`, local copies through a temporary
@@ -94,7 +94,7 @@ def fetch(
         try:
             found = verify_file(dest, remote.sha256, remote.size, progress=progress)
         except DownloadError:
-            pass  # not the expected file: download it again, which replaces it only once checked
+            dest.unlink()  # not the expected file: never leave it there, even if the download below fails
         else:
             _warn_if_unverified(remote, dest, found)
             return dest

@@ -345,6 +345,14 @@ def test_fetch_replaces_a_file_of_the_wrong_size_when_only_the_size_is_known(
     assert dest.read_bytes() == CONTENT and server.ranges == [None]
 
 
+def test_fetch_with_a_wrong_sha256_leaves_nothing_at_dest(server: FileServer, tmp_path: Path) -> None:
+    (tmp_path / "nyu.mat").write_bytes(bytes(SIZE))  # a bad file there before, and the server's is bad too
+    server.body = bytes(SIZE)
+    with pytest.raises(DownloadError, match=f"expected {SHA256}"):
+        fetch(remote(server.url), tmp_path / "nyu.mat", progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_fetch_keeps_a_file_it_cannot_check_and_warns(
     dead_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
