@@ -27,8 +27,8 @@ def open_source(config: Config, path: Path) -> Iterator[tuple[SampleSource, dict
     if data.source == "densedepth":
         with DenseDepthZip(path) as zipped:
             splits = densedepth_splits(zipped, data.densedepth.val_fraction, config.seed)
-            provenance = {"source": "densedepth", "seed": config.seed, "split_method": "scenes",
-                          "zip": path.name, "zip_test_pairs": zipped.num_test}
+            provenance = {"source": "densedepth", "split": "scenes", "seed": config.seed, "zip": path.name,
+                          "zip_train_pairs": zipped.num_train, "zip_test_pairs": zipped.num_test}
             yield zipped, splits, provenance
         return
     split = data.split
@@ -42,4 +42,4 @@ def open_source(config: Config, path: Path) -> Iterator[tuple[SampleSource, dict
             official_file=split.official_file,
             official_val_fraction=split.official_val_fraction,
         )
-        yield MatSamples(reader), splits, {"source": data.source, "seed": config.seed, "split_method": split.method}
+        yield MatSamples(reader), splits, {"source": data.source, "split": split.method, "seed": config.seed}

@@ -51,14 +51,15 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def provenance(config: Config, manifest: dict) -> dict[str, Any]:
-    """Where a metrics record comes from: data source, split method, test images, and a hash of all params."""
-    params = json.dumps(as_dict(config), sort_keys=True)
-    return {
-        "source": manifest["source"],
-        "split": manifest["split_method"],
-        "num_test_images": manifest["counts"]["test"],
-        "params_sha256": hashlib.sha256(params.encode()).hexdigest()[:16],
-    }
+    """Where a metrics record comes from: the shards' provenance (data source, split method, seed, and for a zip its
+    name and pair counts), the number of test images, and a hash of all params (`params_hash`)."""
+    counts = {"num_test_images": manifest["counts"]["test"]}
+    return {**manifest["provenance"], **counts, "params_sha256": params_hash(config)}
+
+
+def params_hash(config: Config) -> str:
+    """The first 16 hex digits of the SHA-256 of every param, resolved (a run can be told from its metrics)."""
+    return hashlib.sha256(json.dumps(as_dict(config), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def comparability(protocol: str, origin: dict[str, Any]) -> str:

@@ -121,7 +121,7 @@ def write_shards(
     """Write every split of `source` as shards of `shard_size` images under `out_dir`; return the manifest.
 
     `splits` maps split names to source indices (written in that order); `provenance` (source, seed, split
-    method, ...) is merged into the manifest's top level and must be JSON-serialisable. Replaces `out_dir`
+    method, ...) is stored as the manifest's `provenance` and must be JSON-serialisable. Replaces `out_dir`
     as a whole, and only on success. `progress(n)` is called after each image, e.g. a progress bar's update.
     """
     check_int("shard_size", shard_size, 1, _MAX_SHARD_SIZE)
@@ -137,16 +137,13 @@ def write_shards(
         "counts": {name: len(indices) for name, indices in splits.items()},
         "source_indices": {name: [int(i) for i in indices] for name, indices in splits.items()},
         "shards": {},
+        "provenance": dict(provenance),
     }
-    clashes = sorted(set(provenance) & set(manifest))
-    if clashes:
-        raise ValueError(f"expected provenance keys other than the manifest's own, got {clashes}")
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     try:
         tmp.chmod(0o755)  # mkdtemp makes it private; the finished set is an ordinary folder
         for name, indices in splits.items():
             manifest["shards"][name] = _write_split(source, name, indices, tmp, shard_size, manifest, progress)
-        manifest.update(provenance)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
         _replace_dir(tmp, out_dir)
     except BaseException:

@@ -41,7 +41,9 @@ from depthcore.shards import read_manifest
 NOT_FINGERPRINTED = {"train": ("epochs", "nproc", "num_workers", "checkpoint_every", "num_vis")}
 #: The modules of this package whose code determines the trained weights, part of the checkpoint fingerprint
 #: (tests/test_dvc_deps.py checks this list against the import closure of this module).
-TRAINING_CODE = ("train", "model", "loss", "data", "shards", "codec", "device", "distributed", "config", "checks")
+TRAINING_CODE = (
+    "train", "model", "loss", "data", "shards", "codec", "nyu", "device", "distributed", "config", "checks",
+)  # fmt: skip
 PACKAGE_DIR = Path(__file__).resolve().parent
 #: Optimizer steps between looks at the running loss (a device-to-host copy): the progress bar and the check that
 #: the loss is finite; the end of an epoch always looks.

@@ -26,5 +26,5 @@ def tiny_shards(tmp_path_factory, tiny_mat) -> Path:
     out = tmp_path_factory.mktemp("data") / "shards"
     with NyuMat(tiny_mat) as reader:
         splits = make_splits(len(reader), "random", 0, train_fraction=0.5, val_fraction=0.25)
-        write_shards(MatSamples(reader), splits, out, 2, {"source": "synthetic", "seed": 0, "split_method": "random"})
+        write_shards(MatSamples(reader), splits, out, 2, {"source": "synthetic", "split": "random", "seed": 0})
     return out

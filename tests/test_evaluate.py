@@ -1,4 +1,5 @@
-"""depthcore.evaluate: baselines against independent numpy, flip averaging, and the trained-model path."""
+"""depthcore.evaluate: baselines against independent numpy, the oracle, flip averaging, protocols a source cannot
+run, and the trained-model path."""
 
 from __future__ import annotations
 
@@ -7,7 +8,14 @@ import pytest
 import torch
 
 from depthcore.data import ShardDataset
-from depthcore.evaluate import evaluate_baselines, load_trained, run_protocols, train_mean_depth
+from depthcore.evaluate import (
+    NO_RAW_DEPTH,
+    evaluate_baselines,
+    oracle,
+    run_protocols,
+    train_mean_depth,
+    usable_protocols,
+)
 from depthcore.metrics import PROTOCOLS
 from depthcore.nyu import NyuMat
 from depthcore.shards import read_manifest
@@ -28,20 +36,51 @@ def test_mean_depth_is_the_mean_of_the_training_images(tiny_mat, tiny_shards):
     assert train_mean_depth(tiny_shards) == pytest.approx(expected, abs=5e-4)  # shards keep depth to 0.5 mm
 
 
-def test_random_guess_delta1_matches_its_analytic_value(tiny_mat, tiny_shards):
+@pytest.fixture(scope="module")
+def baselines(tiny_shards):
+    return evaluate_baselines(tiny_train_config(), tiny_shards)
+
+
+def test_random_guess_delta1_matches_its_analytic_value(tiny_mat, tiny_shards, baselines):
     """For a pixel of depth d and a guess p ~ U(0, 10]: P(d/1.25 < p < 1.25 d) = (min(1.25 d, 10) - d/1.25) / 10."""
-    results = evaluate_baselines(tiny_train_config(), tiny_shards)
+    results, unusable = baselines
     d = _test_depths(tiny_mat, tiny_shards)
     analytic = ((np.minimum(1.25 * d, 10) - d / 1.25) / 10).mean()  # pooled over all pixels
     measured = results["random"]["report"].result("pooled")["delta1"]
     # about 600k pixels: the binomial standard error is below 1e-3
     assert measured == pytest.approx(analytic, abs=5e-3)
+    assert unusable == {}
+
+
+def test_model_free_baselines_find_no_edges_and_the_oracle_most(baselines):
+    """Edge F1 is decided by the prediction: a constant map finds no edge (0), noise almost none."""
+    results, _ = baselines
+    for name in PROTOCOLS:
+        assert results["mean_depth"][name].result()["edge_f1"] == 0.0
+        assert results["random"][name].result()["edge_f1"] < 0.2
+        oracle_result = results["oracle"][name].result()
+        for key in ("delta1", "edge_f1", "mssim"):
+            assert oracle_result[key] > results["mean_depth"][name].result()[key]
+        assert oracle_result["rel"] < 0.02
+
+
+def test_oracle_is_area_pooled_then_upsampled_on_pixel_centres():
+    """Area pooling a plane gives its values at the block centres, and bilinear upsampling on pixel centres gives the
+    plane back exactly, but for the clamped half block at each border; corner-aligned upsampling would not."""
+    rows, cols = torch.meshgrid(torch.arange(480.0), torch.arange(640.0), indexing="ij")
+    plane = (1 + 0.01 * rows + 0.005 * cols).double()[None, None]  # (1, 1, 480, 640), 1 m to 9.0 m
+    for downsample, border in ((True, 4), (False, 1)):
+        error = (oracle(plane, downsample) - plane)[..., border:-border, border:-border]
+        assert error.abs().max() < 1e-5  # float32 rounding (upsample works in float32)
+    small = torch.nn.functional.adaptive_avg_pool2d(plane, (60, 80))
+    corners = torch.nn.functional.interpolate(small, size=(480, 640), mode="bilinear", align_corners=True)
+    assert (corners - plane)[..., 4:-4, 4:-4].abs().max() > 0.01  # shifted by up to 3.5 pixels
 
 
 def test_constant_predictor_equals_hand_computed_rms(tiny_mat, tiny_shards):
     dataset = ShardDataset(tiny_shards, "test")
     accumulators = run_protocols(
-        lambda rgb: torch.full((len(rgb), 1, 480, 640), 3.0), dataset, ["report"], 2, 0.2, 10.0
+        lambda batch: torch.full((len(batch["rgb"]), 1, 480, 640), 3.0), dataset, ["report"], 2, 0.2
     )
     d = _test_depths(tiny_mat, tiny_shards)
     per_image_rms = np.sqrt(((d - 3.0) ** 2).mean(axis=(1, 2)))
@@ -51,29 +90,22 @@ def test_constant_predictor_equals_hand_computed_rms(tiny_mat, tiny_shards):
 def test_flip_averaging_applies_only_to_protocols_that_ask(tiny_shards):
     dataset = ShardDataset(tiny_shards, "test")
 
-    def left_right_ramp(rgb):  # a prediction that is not symmetric: 1 m on the left to 9 m on the right
-        ramp = torch.linspace(1.0, 9.0, 640).expand(len(rgb), 1, 480, 640)
-        return ramp.clone()
+    def left_right_ramp(batch):  # a prediction that is not symmetric: 1 m on the left to 9 m on the right
+        return torch.linspace(1.0, 9.0, 640).expand(len(batch["rgb"]), 1, 480, 640).clone()
 
-    accs = run_protocols(left_right_ramp, dataset, ["report", "densedepth"], 2, 0.2, 10.0)
-    flat = run_protocols(lambda rgb: torch.full((len(rgb), 1, 480, 640), 5.0), dataset, ["densedepth"], 2, 0.2, 10.0)
+    def flat(batch):
+        return torch.full((len(batch["rgb"]), 1, 480, 640), 5.0)
+
+    accs = run_protocols(left_right_ramp, dataset, ["report", "densedepth"], 2, 0.2)
+    flat_accs = run_protocols(flat, dataset, ["densedepth"], 2, 0.2)
     assert PROTOCOLS["densedepth"].flip_average and not PROTOCOLS["report"].flip_average
     # the ramp and its mirror average to a flat 5 m, so densedepth sees exactly the constant predictor
-    assert accs["densedepth"].result() == pytest.approx(flat["densedepth"].result())
-    assert accs["report"].result()["rms"] != pytest.approx(flat["densedepth"].result()["rms"])
+    assert accs["densedepth"].result() == pytest.approx(flat_accs["densedepth"].result())
+    assert accs["report"].result()["rms"] != pytest.approx(flat_accs["densedepth"].result()["rms"])
 
 
-def test_unknown_protocol_is_refused(tiny_shards):
+def test_protocols_that_need_raw_depth_are_unusable_without_it():
+    assert usable_protocols(["report", "eigen"], has_raw_depth=True) == (["report", "eigen"], {})
+    assert usable_protocols(["report", "eigen"], has_raw_depth=False) == (["report"], {"eigen": NO_RAW_DEPTH})
     with pytest.raises(ValueError, match="expected eval.protocols from"):
-        run_protocols(lambda rgb: rgb[:, :1], ShardDataset(tiny_shards, "test"), ["kitti"], 2, 0.2, 10.0)
-
-
-def test_model_trained_with_other_params_is_refused(tmp_path):
-    from depthcore.config import as_dict
-    from depthcore.model import DenseDepth
-
-    config = tiny_train_config()
-    saved = as_dict(tiny_train_config(**{"model.downsample": False}))
-    torch.save({"model": DenseDepth().state_dict(), "config": saved, "epoch": 1}, tmp_path / "model.pt")
-    with pytest.raises(ValueError, match="run `dvc repro` to retrain"):
-        load_trained(tmp_path / "model.pt", config)
+        usable_protocols(["kitti"], True)

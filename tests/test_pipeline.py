@@ -1,8 +1,14 @@
-"""End to end: the real `dvc repro` on a tiny synthetic dataset in a temporary git clone of the working tree,
-then `dvc exp run -S model.downsample=false` and `dvc metrics diff`."""
+"""End to end: the real `dvc repro` on a tiny synthetic dataset in temporary git repositories made from the working
+tree, and what users do next: a variant with `dvc metrics diff`, a killed run resumed, a team's DVC remote, a queued
+sweep, two processes under torchrun, DenseDepth's zip layout, and a bad param.
+
+One repository (`pipeline`, module scope) runs the default pipeline once; the other tests clone it and share its DVC
+cache, so that what it computed is not computed again.
+"""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -10,41 +16,55 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pytest
 import yaml
+from PIL import Image
 
+from depthcore.config import Config, build
 from depthcore.metrics import METRIC_KEYS, PROTOCOLS
+from depthcore.report import params_hash
 from tests.helpers import ROOT
+
+pytestmark = pytest.mark.slow
 
 TINY = {
     ("data", "synthetic", "num_images"): 10,  # split 8 / 1 / 1
     ("data", "shard_size"): 4,
-    ("train", "epochs"): 1,
+    ("train", "epochs"): 2,
     ("train", "batch_size"): 4,
     ("train", "num_workers"): 0,
     ("train", "num_vis"): 1,
     ("eval", "batch_size"): 1,
     ("eval", "num_vis"): 1,
 }
+ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 
 
-def run(args: list[str], cwd: Path) -> str:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return done.stdout
+def run(args: list[str], cwd: Path, ok: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run(args, cwd=cwd, env=ENV, capture_output=True, text=True)
+    if ok:
+        assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done
 
 
 def dvc(*args: str, cwd: Path) -> str:
-    return run([sys.executable, "-m", "dvc", *args], cwd)
+    return run([sys.executable, "-m", "dvc", *args], cwd).stdout
+
+
+def commit(repo: Path, message: str) -> None:
+    run(["git", "add", "-A"], repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message], repo)
 
 
 def make_repo(dest: Path, overrides: dict) -> Path:
     """The working tree's tracked and not-ignored files, committed in a new git repository at `dest`, with `overrides`
     applied to params.yaml."""
-    listed = run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], ROOT).splitlines()
+    listed = run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], ROOT).stdout.splitlines()
     for name in listed:
         if (ROOT / name).is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
@@ -56,63 +76,73 @@ def make_repo(dest: Path, overrides: dict) -> Path:
             node = node[key]
         node[path[-1]] = value
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for args in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny"]):
-        run(["git", *args], dest)
+    run(["git", "init", "-q"], dest)
+    commit(dest, "tiny")
     return dest
 
 
-def test_repro_then_variant_then_metrics_diff(tmp_path):
-    repo = make_repo(tmp_path / "repo", TINY)
-    dvc("repro", cwd=repo)
-    evaluation = json.loads((repo / "metrics/eval.json").read_text())
-    assert evaluation["provenance"]["source"] == "synthetic"
-    assert evaluation["provenance"]["num_test_images"] == 1
-    for name in PROTOCOLS:
-        assert set(METRIC_KEYS) <= set(evaluation[name])
-        assert 0 <= evaluation[name]["delta1"] <= 1 and evaluation[name]["rms"] > 0
-        assert "synthetic" in evaluation["notes"][name]
-    baselines = json.loads((repo / "metrics/baselines.json").read_text())
-    assert set(baselines) == {"provenance", "random", "mean_depth"}
-    table = pd.read_csv(repo / "metrics/comparison.csv")
-    published = pd.read_csv(repo / "references/published_nyuv2.csv")
-    assert len(table) == len(PROTOCOLS) * 3 + len(published)  # this run and two baselines per protocol
-    assert set(published["method"]) <= set(table["method"])
-    assert "not comparable" in (repo / "metrics/comparison.md").read_text()
-    per_image = pd.read_csv(repo / "metrics/per_image.csv")
-    assert sorted(per_image["protocol"]) == sorted(PROTOCOLS)
-    assert (repo / "plots/eval/test_grid.png").stat().st_size > 0
-    train_log = json.loads((repo / "dvclive/metrics.json").read_text())
-    assert train_log["step"] == 0 and "loss" in train_log["val"]
-    assert "Data and pipelines are up to date" in dvc("status", cwd=repo)
+def clone(source: Path, dest: Path) -> Path:
+    """A git clone of `source` that shares its DVC cache (and so its run cache), with the outputs checked out."""
+    run(["git", "clone", "-q", str(source), str(dest)], source.parent)
+    dvc("cache", "dir", "--local", str(source / ".dvc" / "cache"), cwd=dest)
+    dvc("checkout", "-q", cwd=dest)
+    return dest
 
-    run(["git", "add", "-A"], repo)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline run"], repo)
-    dvc("exp", "run", "-S", "model.downsample=false", cwd=repo)
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory) -> Path:
+    """The default pipeline, run once on TINY params and committed with its dvc.lock and metrics."""
+    repo = make_repo(tmp_path_factory.mktemp("pipeline") / "repo", TINY)
+    dvc("repro", cwd=repo)
+    commit(repo, "baseline run")
+    yield repo
+    shutil.rmtree(repo.parent)  # about 1 GB of weights, checkpoint and DVC cache
+
+
+def test_repro_writes_numbers_only_metrics_with_their_provenance_beside(pipeline):
+    evaluation = json.loads((pipeline / "metrics/eval.json").read_text())
+    info = json.loads((pipeline / "metrics/eval_info.json").read_text())
+    assert info["provenance"]["source"] == "synthetic" and info["provenance"]["num_test_images"] == 1
+    for name in PROTOCOLS:
+        assert list(evaluation[name])[:3] == ["delta1", "rel", "rms"] and set(METRIC_KEYS) <= set(evaluation[name])
+        assert all(v is None or isinstance(v, (int, float)) for v in evaluation[name].values())
+        assert 0 <= evaluation[name]["delta1"] <= 1 and evaluation[name]["rms"] > 0
+        assert "synthetic" in info["notes"][name]
+    baselines = json.loads((pipeline / "metrics/baselines.json").read_text())
+    assert set(baselines) == {"random", "mean_depth", "oracle"}
+    table = pd.read_csv(pipeline / "metrics/comparison.csv")
+    published = pd.read_csv(pipeline / "references/published_nyuv2.csv")
+    assert len(table) == len(PROTOCOLS) * 4 + len(published)  # this run and three baselines per protocol
+    assert set(published["method"]) <= set(table["method"])
+    assert "not comparable" in (pipeline / "metrics/comparison.md").read_text()
+    per_image = pd.read_csv(pipeline / "metrics/per_image.csv")
+    assert sorted(per_image["protocol"]) == sorted(PROTOCOLS)
+    for picture in ("plots/eval/test_grid.png", "dvclive/plots/images/val_grid.png",
+                    "dvclive/plots/images/loss_curves.png"):  # fmt: skip
+        assert Image.open(pipeline / picture).width <= 1600, picture
+    train_log = json.loads((pipeline / "dvclive/metrics.json").read_text())
+    assert train_log["step"] == 1 and "loss" in train_log["val"]
+    assert "Data and pipelines are up to date" in dvc("status", cwd=pipeline)
+    dvc("plots", "show", cwd=pipeline)
+    assert (pipeline / "dvc_plots/index.html").is_file()
+    assert run(["git", "status", "--porcelain"], pipeline).stdout == ""  # dvc_plots/ is ignored
+
+
+def test_a_variant_shows_in_metrics_diff(pipeline, tmp_path):
+    repo = clone(pipeline, tmp_path / "variant")
+    dvc("exp", "run", "-S", "model.downsample=false", "-S", "train.epochs=1", cwd=repo)
     assert yaml.safe_load((repo / "params.yaml").read_text())["model"]["downsample"] is False
     diff = json.loads(dvc("metrics", "diff", "--json", cwd=repo))
     changed = diff["metrics/eval.json"]
     assert changed["report.rms"]["old"] != changed["report.rms"]["new"]
-    assert "metrics/baselines.json" not in diff  # the baselines do not depend on the model
+    assert "metrics/baselines.json" not in diff  # reference material, not an experiment metric
 
 
-def test_training_killed_mid_epoch_resumes_to_the_same_metrics(tmp_path):
-    settings = {**TINY, ("train", "epochs"): 2}
-    whole = make_repo(tmp_path / "whole", settings)  # 8 train images in batches of 4: 2 steps per epoch
-    dvc("repro", cwd=whole)
-    expected = (whole / "metrics/eval.json").read_text()
-    shutil.rmtree(whole)  # ~1 GB of weights, checkpoint and DVC cache, not needed for the comparison
-
-    killed = make_repo(tmp_path / "killed", settings)
+def test_training_killed_mid_epoch_resumes_to_the_same_metrics(pipeline, tmp_path):
+    killed = make_repo(tmp_path / "killed", TINY)  # its own cache: nothing to restore, it must train
     dvc("repro", "shard", cwd=killed)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dvc", "repro"],
-        cwd=killed,
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=killed, env=ENV, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     checkpoint = killed / "models/checkpoint.pt"
     deadline = time.monotonic() + 300
     while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -124,4 +154,121 @@ def test_training_killed_mid_epoch_resumes_to_the_same_metrics(tmp_path):
 
     log = dvc("repro", cwd=killed)
     assert "resuming from models/checkpoint.pt after epoch 1" in log
-    assert (killed / "metrics/eval.json").read_text() == expected
+    assert (killed / "metrics/eval.json").read_text() == (pipeline / "metrics/eval.json").read_text()
+
+
+def test_a_team_shares_results_through_a_remote(pipeline, tmp_path):
+    """Push, pull into a clean clone: nothing to run. Then two processes on a fresh clone, and params set back to the
+    run pulled: DVC restores it from the run cache instead of training."""
+    remote = tmp_path / "remote"
+    dvc("remote", "add", "--local", "-d", "team", str(remote), cwd=pipeline)
+    dvc("push", "--run-cache", cwd=pipeline)
+    repo = tmp_path / "clone"
+    run(["git", "clone", "-q", str(pipeline), str(repo)], tmp_path)
+    dvc("remote", "add", "--local", "-d", "team", str(remote), cwd=repo)
+    dvc("pull", "--run-cache", cwd=repo)
+    assert "Data and pipelines are up to date" in dvc("status", cwd=repo)
+    assert "Running stage" not in dvc("repro", cwd=repo)
+
+    log = dvc("exp", "run", "-S", "train.nproc=2", "-S", "train.epochs=1", cwd=repo)
+    assert "--nproc-per-node=$(python -m depthcore.distributed 2)" in log
+    assert log.count("training on cpu") == 1 and log.count("epoch 1/1: train loss") == 1  # rank 0 alone reports
+    assert json.loads((repo / "dvclive/metrics.json").read_text())["step"] == 0  # one epoch, logged once
+    assert (repo / "models/model.pt").is_file()
+
+    back = dvc("exp", "run", "-S", "train.nproc=1", "-S", f"train.epochs={TINY['train', 'epochs']}", cwd=repo)
+    assert "Stage 'train' is cached - skipping run" in back and "training on" not in back
+    assert (repo / "metrics/eval.json").read_text() == (pipeline / "metrics/eval.json").read_text()
+
+
+def test_a_queued_sweep_trains_each_experiment_from_its_own_params(pipeline, tmp_path):
+    repo = clone(pipeline, tmp_path / "sweep")
+    dvc("exp", "run", "--queue", "-S", "train.lr=1e-4,5e-4", cwd=repo)
+    dvc("queue", "start", cwd=repo)
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        status = dvc("queue", "status", cwd=repo)
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(2)
+    assert status.count("Success") == 2, status
+    refs = run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], repo).stdout.split()
+    lrs = set()
+    for ref in refs:
+        params = yaml.safe_load(run(["git", "show", f"{ref}:params.yaml"], repo).stdout)
+        info = json.loads(run(["git", "show", f"{ref}:metrics/eval_info.json"], repo).stdout)
+        assert info["provenance"]["params_sha256"] == params_hash(build(Config, params))
+        lrs.add(float(params["train"]["lr"]))
+    assert lrs == {1e-4, 5e-4}
+
+
+def _png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _jpeg(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="JPEG", quality=92)
+    return buffer.getvalue()
+
+
+def write_zip_by_hand(path: Path, scenes: int, frames: int, tests: int) -> None:
+    """A zip in nyu_data.zip's layout, written here with zipfile and Pillow (not with the project's writer): rooms as
+    a floor ramp and a box, colours that follow depth so there is something to learn."""
+    rng = np.random.default_rng(7)
+    rows = np.arange(480, dtype=np.float64)[:, None] * np.ones((1, 640))
+
+    def room() -> tuple[np.ndarray, np.ndarray]:
+        depth = 8.0 - 6.0 * rows / 480 + rng.uniform(-0.5, 0.5)
+        r0, c0 = rng.integers(100, 300), rng.integers(50, 450)
+        depth[r0 : r0 + 120, c0 : c0 + 150] = rng.uniform(1.5, 3.0)
+        rgb = np.stack([255 - depth * 25, depth * 20, rng.uniform(0, 255) * np.ones_like(depth)], -1)
+        return np.clip(rgb, 0, 255).astype(np.uint8), depth
+
+    train_csv, test_csv = [], []
+    with zipfile.ZipFile(path, "w") as zf:
+        for s in range(scenes):
+            for f in range(1, frames + 1):
+                rgb, depth = room()
+                stem = f"data/nyu2_train/kitchen_{s:04d}_out/{f}"
+                zf.writestr(stem + ".jpg", _jpeg(rgb))
+                zf.writestr(stem + ".png", _png(np.clip(np.rint(depth / 10 * 255), 0, 255).astype(np.uint8)))
+                train_csv.append(f"{stem}.jpg,{stem}.png")
+        for t in range(tests):
+            rgb, depth = room()
+            stem = f"data/nyu2_test/{t:05d}"
+            zf.writestr(stem + "_colors.png", _png(rgb))
+            zf.writestr(stem + "_depth.png", _png(np.rint(depth * 1000).astype(np.uint16)))
+            test_csv.append(f"{stem}_colors.png,{stem}_depth.png")
+        zf.writestr("data/nyu2_train.csv", "\n".join(train_csv) + "\n")
+        zf.writestr("data/nyu2_test.csv", "\n".join(test_csv) + "\n")
+
+
+def test_densedepth_zip_goes_through_the_pipeline(pipeline, tmp_path):
+    archive = tmp_path / "nyu_data.zip"
+    write_zip_by_hand(archive, scenes=4, frames=2, tests=2)
+    repo = clone(pipeline, tmp_path / "zip")
+    dvc("exp", "run", "-S", "data.source=densedepth", "-S", f"data.densedepth.path={archive}",
+        "-S", "data.densedepth.val_fraction=0.25", "-S", "train.epochs=1", cwd=repo)  # fmt: skip
+    info = json.loads((repo / "metrics/eval_info.json").read_text())
+    provenance = info["provenance"]
+    assert (provenance["source"], provenance["zip"], provenance["zip_test_pairs"]) == ("densedepth", archive.name, 2)
+    assert provenance["num_test_images"] == 2 and provenance["split"] == "scenes"
+    assert "raw depth" in info["unavailable"]["eigen"]
+    evaluation = json.loads((repo / "metrics/eval.json").read_text())
+    assert set(evaluation) == {"report", "densedepth"}
+    splits = json.loads((repo / "data/splits.json").read_text())
+    assert (len(splits["train"]), len(splits["val"]), len(splits["test"])) == (6, 2, 2)  # one scene of 4 held out
+
+
+def test_a_bad_param_stops_a_stage_with_one_line(tmp_path):
+    (tmp_path / "params.yaml").write_text(
+        (ROOT / "params.yaml").read_text().replace("downsample: true", "downsample: maybe")
+    )
+    done = run([sys.executable, str(ROOT / "stages/download.py")], tmp_path, ok=False)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == (
+        "error: model.downsample: expected a boolean (true or false), got 'maybe' (str)"
+    )

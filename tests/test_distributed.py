@@ -1,0 +1,105 @@
+"""depthcore.distributed and training under torchrun on the CPU (gloo): the launch detection and no-op collectives,
+equal weights for 2 processes and for one process with twice the batch, and a restart after a killed worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from depthcore.distributed import Dist, launched, resolve_nproc
+from depthcore.train import fit
+from tests.helpers import ROOT, tiny_model, tiny_train_config
+
+WORKER = ROOT / "tests" / "ddp_worker.py"
+
+
+def test_one_process_is_a_no_op(monkeypatch):
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(key, raising=False)
+    info = launched()
+    assert info == Dist() and info.is_main and not info.active
+    assert info.sum([1.5, 2.0]) == [1.5, 2.0]
+    info.barrier()  # returns at once: no process group exists
+
+
+def test_a_torchrun_environment_is_read(monkeypatch):
+    for key, value in {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"}.items():
+        monkeypatch.setenv(key, value)
+    assert launched() == Dist(rank=3, world_size=4, local_rank=1, local_world_size=2)
+    assert not launched().is_main and launched().active
+
+
+def test_nproc_auto_is_every_gpu_or_one(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    assert resolve_nproc("auto") == 1
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert resolve_nproc("auto") == 4 and resolve_nproc(2) == 2
+    for bad in (0, True, "two"):
+        with pytest.raises(ValueError, match="expected train.nproc to be an integer >= 1 or auto"):
+            resolve_nproc(bad)
+
+
+def test_the_command_line_prints_the_resolved_count():
+    done = subprocess.run([sys.executable, "-m", "depthcore.distributed", "3"], capture_output=True, text=True)
+    assert done.stdout.strip() == "3"
+    bad = subprocess.run([sys.executable, "-m", "depthcore.distributed", "0"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "expected train.nproc" in bad.stderr
+
+
+def torchrun(nproc: int, args: list, *extra: str) -> subprocess.Popen:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *extra,
+               str(WORKER), *map(str, args)]  # fmt: skip
+    # torchrun gives each of several processes 1 thread; one process keeps this one's threads, so it computes alike
+    return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(proc: subprocess.Popen) -> str:
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, output[-3000:]
+    return output
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["model"]
+
+
+@pytest.mark.slow
+def test_two_processes_train_as_one_with_twice_the_batch(tmp_path, tiny_shards):
+    """One epoch on 4 images: 2 gloo processes of batch 1 against one process of batch 2 (no BatchNorm in the tiny
+    network, so nothing but the gradient average couples the processes); and torchrun with 1 process is a plain run."""
+    finish(torchrun(2, [tiny_shards, tmp_path / "ddp", 1, 1]))
+    single = tmp_path / "single"
+    config = tiny_train_config(**{"train.batch_size": 2, "train.epochs": 1})
+    fit(config, tiny_shards, single / "model.pt", single / "checkpoint.pt", lambda r, g: None, build=tiny_model)
+    ddp, one = weights(tmp_path / "ddp" / "model.pt"), weights(single / "model.pt")
+    assert all((ddp[k] - one[k]).abs().max() < 1e-5 for k in one)
+
+    finish(torchrun(1, [tiny_shards, tmp_path / "torchrun1", 2, 1]))
+    assert (tmp_path / "torchrun1" / "model.pt").read_bytes() == (single / "model.pt").read_bytes()
+
+
+@pytest.mark.slow
+def test_a_killed_worker_is_restarted_and_the_run_ends_as_an_uninterrupted_one(tmp_path, tiny_shards):
+    epochs, step_seconds = 4, 0.4  # 2 steps per epoch per process: about a second an epoch
+    finish(torchrun(2, [tiny_shards, tmp_path / "whole", 1, epochs]))
+    out = tmp_path / "killed"
+    proc = torchrun(2, [tiny_shards, out, 1, epochs, step_seconds], "--max-restarts=1")
+    checkpoint, deadline = out / "checkpoint.pt", time.monotonic() + 120
+    while not checkpoint.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert checkpoint.exists() and proc.poll() is None, "the run ended before its first checkpoint"
+    os.kill(int((out / "pids" / "rank1.attempt0").read_text()), signal.SIGKILL)
+    output = finish(proc)
+    assert (out / "pids" / "rank1.attempt1").exists(), "torchrun did not restart the workers"
+    assert "resuming from" in output  # the restarted workers went on from the checkpoint
+    resumed = torch.load(checkpoint, weights_only=True)["history"]
+    assert len(resumed) == epochs
+    whole, again = weights(tmp_path / "whole" / "model.pt"), weights(out / "model.pt")
+    assert all(torch.equal(whole[k], again[k]) for k in whole)
