@@ -107,7 +107,7 @@ def resolve_nproc(value: int | str) -> int:
     """`train.nproc` as a number of processes: an integer >= 1, or `auto` = every visible CUDA device (1 without)."""
     if value == "auto":
         return max(torch.cuda.device_count(), 1)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:  # not check_int: `auto` is allowed too
         raise ValueError(f"expected train.nproc to be an integer >= 1 or auto, got {value!r}")
     return value
 

@@ -15,12 +15,10 @@ import torch.nn.functional as F
 from pytorch_msssim import ssim
 from torch import nn
 
+from depthcore.checks import check_choice
+from depthcore.nyu import MAX_DEPTH, MIN_DEPTH
+
 TARGETS = ("depthnorm", "metres")
-
-
-def _check_target(target: str) -> None:
-    if target not in TARGETS:
-        raise ValueError(f"expected target in {TARGETS}, got {target!r}")
 
 
 def _check_depth_range(min_depth: float, max_depth: float) -> None:
@@ -28,33 +26,37 @@ def _check_depth_range(min_depth: float, max_depth: float) -> None:
         raise ValueError(f"expected 0 < min_depth < max_depth, got min_depth={min_depth}, max_depth={max_depth}")
 
 
-def target_range(target: str, min_depth: float = 0.1, max_depth: float = 10.0) -> tuple[float, float]:
+def target_range(target: str, min_depth: float = MIN_DEPTH, max_depth: float = MAX_DEPTH) -> tuple[float, float]:
     """The valid (low, high) range of a target space.
 
     depthnorm: (1, max_depth / min_depth), i.e. (1, 100) for 0.1-10 m; metres: (min_depth, max_depth).
     It is also the SSIM data range's upper end: ``data_range = target_range(...)[1]``.
     """
-    _check_target(target)
+    check_choice("target", target, TARGETS)
     _check_depth_range(min_depth, max_depth)
     if target == "depthnorm":
         return 1.0, max_depth / min_depth
     return min_depth, max_depth
 
 
-def to_target(depth_m: torch.Tensor, target: str, min_depth: float = 0.1, max_depth: float = 10.0) -> torch.Tensor:
+def to_target(
+    depth_m: torch.Tensor, target: str, min_depth: float = MIN_DEPTH, max_depth: float = MAX_DEPTH
+) -> torch.Tensor:
     """Metres -> training target, any shape.
 
     The depth is first clamped to [min_depth, max_depth]; depthnorm then gives ``max_depth / depth`` (the paper's
     1000 cm / depth in cm, clamped to [10, 1000] cm, is the same number for 0.1-10 m), in [1, max_depth / min_depth];
     metres gives the clamped depth itself.
     """
-    _check_target(target)
+    check_choice("target", target, TARGETS)
     _check_depth_range(min_depth, max_depth)
     depth = depth_m.clamp(min_depth, max_depth)
     return max_depth / depth if target == "depthnorm" else depth
 
 
-def to_metres(pred_target: torch.Tensor, target: str, min_depth: float = 0.1, max_depth: float = 10.0) -> torch.Tensor:
+def to_metres(
+    pred_target: torch.Tensor, target: str, min_depth: float = MIN_DEPTH, max_depth: float = MAX_DEPTH
+) -> torch.Tensor:
     """Training target (e.g. a raw network output) -> metres in [min_depth, max_depth], any shape.
 
     The target is clamped to its valid range (``target_range``) first, so raw outputs near zero or negative
@@ -100,7 +102,8 @@ def ssim_loss(pred: torch.Tensor, target: torch.Tensor, data_range: float) -> to
     """clip((1 - SSIM) / 2, 0, 1) of (B, 1, H, W) maps -> scalar.
 
     SSIM from ``pytorch_msssim.ssim`` with its defaults (11x11 Gaussian window, sigma 1.5, K = (0.01, 0.03)),
-    averaged over the batch; ``data_range`` is the span of the target space (100 for depthnorm, 10 for metres).
+    averaged over the batch; ``data_range`` is the upper end of the target space's range (``target_range``: 100 for
+    depthnorm, 10 for metres), so C1 = (0.01 data_range)^2 and C2 = (0.03 data_range)^2.
     Maps smaller than 11 pixels on a side skip the smoothing on that side (pytorch_msssim warns).
     """
     _check_pair(pred, target)
@@ -129,8 +132,8 @@ class DepthLoss(nn.Module):
         w_grad: float = 1.0,
         w_ssim: float = 1.0,
         target: str = "depthnorm",
-        min_depth: float = 0.1,
-        max_depth: float = 10.0,
+        min_depth: float = MIN_DEPTH,
+        max_depth: float = MAX_DEPTH,
     ) -> None:
         super().__init__()
         if min(w_depth, w_grad, w_ssim) < 0:

@@ -41,7 +41,7 @@ from kornia.filters import sobel
 from pytorch_msssim import ssim
 
 from depthcore.checks import check_choice, check_same_shape
-from depthcore.nyu import FRAME_SHAPE, MAX_DEPTH
+from depthcore.nyu import FRAME_SHAPE, MAX_DEPTH, MIN_DEPTH
 
 DEPTH_KEYS = ("delta1", "delta2", "delta3", "rel", "sq_rel", "rms", "rmse_log", "log10", "silog")
 MAP_KEYS = ("mssim", "mssim_255", "edge_f1")
@@ -230,7 +230,7 @@ PROTOCOLS: dict[str, Protocol] = {
         aggregate="pooled",
         flip_average=True,
         valid_range=None,
-        clamp=(0.1, MAX_DEPTH),  # the paper's predict() clips DepthNorm outputs to [10, 1000] cm
+        clamp=(MIN_DEPTH, MAX_DEPTH),  # the paper's predict() clips DepthNorm outputs to [10, 1000] cm
         published_split="official",
     ),
     "eigen": Protocol(

@@ -25,9 +25,10 @@ HEIGHT, WIDTH = 480, 640
 FRAME_SHAPE = (HEIGHT, WIDTH)
 #: Kinect RGB intrinsics from the NYU toolbox, pixels on the 640x480 frame (1-based pixel coordinates).
 FX, FY, CX, CY = 518.8579, 519.4696, 325.5824, 253.7362
-#: The depth range NYU data is used in (m): rendered rooms never exceed it, DenseDepth's DepthNorm and 8-bit depth
-#: PNGs scale by it, and the evaluation protocols clamp predictions to it.
-MAX_DEPTH = 10.0
+#: The depth range NYU data is used in (m): rendered rooms never exceed MAX_DEPTH, DenseDepth clamps depth to
+#: [MIN_DEPTH, MAX_DEPTH] (10 to 1000 cm) for its DepthNorm target and its predictions, 8-bit depth PNGs scale by
+#: MAX_DEPTH, and the evaluation protocols clamp predictions to it.
+MIN_DEPTH, MAX_DEPTH = 0.1, 10.0
 # dataset name -> (dtype, shape of one image as h5py sees it)
 LAYOUT: dict[str, tuple[np.dtype, tuple[int, ...]]] = {
     "images": (np.dtype(np.uint8), (3, WIDTH, HEIGHT)),

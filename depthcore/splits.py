@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
+from depthcore.checks import check_fraction, check_int
 from depthcore.files import write_text
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -44,10 +45,8 @@ def make_splits(
 
     `train_fraction`, `val_fraction` are for `random`; `official_file`, `official_val_fraction` for official.
     """
-    if not isinstance(num_images, int) or num_images < 1:
-        raise ValueError(f"expected a positive integer num_images, got {num_images!r}")
-    if not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"expected a non-negative integer seed, got {seed!r}")
+    check_int("num_images", num_images, 1)
+    check_int("seed", seed, 0)
     if method == "random":
         return _random_splits(num_images, seed, train_fraction, val_fraction)
     if method == "official":
@@ -57,8 +56,8 @@ def make_splits(
 
 def _random_splits(n: int, seed: int, train_fraction: float, val_fraction: float) -> dict[str, np.ndarray]:
     """Seeded permutation cut into floor / floor / rest."""
-    _check_fraction("train_fraction", train_fraction)
-    _check_fraction("val_fraction", val_fraction)
+    check_fraction("train_fraction", train_fraction)
+    check_fraction("val_fraction", val_fraction)
     if train_fraction + val_fraction >= 1:
         raise ValueError(
             f"expected train_fraction + val_fraction < 1 (the rest is the test split), "
@@ -88,7 +87,7 @@ def _official_splits(
         )
     if official_file is None:
         raise ValueError("expected official_file (NYU's splits.mat) for the official split, got None")
-    _check_fraction("official_val_fraction", official_val_fraction)
+    check_fraction("official_val_fraction", official_val_fraction)
     train, test = read_official_splits(official_file)
     n_val = math.floor(official_val_fraction * len(train) + 0.5)
     if n_val in (0, len(train)):
@@ -150,7 +149,3 @@ def _sorted_parts(order: np.ndarray, n_train: int, n_val: int) -> dict[str, np.n
     cuts = np.split(order.astype(np.int64), [n_train, n_train + n_val])
     return {name: np.sort(part) for name, part in zip(SPLIT_NAMES, cuts, strict=True)}
 
-
-def _check_fraction(name: str, value: float) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < 1:
-        raise ValueError(f"expected {name} in (0, 1), got {value!r}")

@@ -1,9 +1,12 @@
 """The training loop: Adam(W) over the train shards, validation loss each epoch, checkpoint and resume, one or many
 processes.
 
+With `train.ema_decay` > 0 an exponential moving average of the weights (updated after every optimizer step, its
+BatchNorm statistics too) is what gets validated, shown and saved as the model; the raw weights keep training.
+
 A resume checkpoint (`models/checkpoint.pt`) is written atomically every `train.checkpoint_every` epochs and after
-the last one, with the model, optimizer, scaler and learning-rate schedule state and the per-epoch history (its
-length is the number of epochs done). Shuffle order and augmentation are functions of (seed, epoch, index)
+the last one, with the model, its average, optimizer, scaler and learning-rate schedule state and the per-epoch
+history (its length is the number of epochs done). Shuffle order and augmentation are functions of (seed, epoch, index)
 (depthcore.data), so a run killed mid-epoch and started again resumes from the last checkpoint and, on the CPU,
 ends with exactly the weights of a run that was never interrupted. A checkpoint made with other settings, other
 data or other training code (its fingerprint differs) is ignored and training starts afresh.
@@ -24,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from depthcore.config import Config, TrainConfig, as_dict
 from depthcore.data import ShardDataset, make_loader, resolve_num_workers
@@ -74,8 +78,8 @@ def build_loss(config: Config) -> DepthLoss:
 def make_optimizer(model: torch.nn.Module, config: Config) -> torch.optim.Optimizer:
     """Adam or AdamW (`train.optimizer`) over the parameters that train (a frozen encoder's are left out).
 
-    Fused: one kernel updates every parameter, instead of a Python loop of small ops per tensor (about 0.1 s of a
-    CPU step; benchmarks/train_step.py).
+    Fused: one kernel updates every parameter, instead of a Python loop of small ops per tensor (what it saves:
+    benchmarks/train_step.py and README).
     """
     t = config.train
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -219,11 +223,17 @@ def fit(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, t.epochs * steps_per_epoch, t.schedule, t.warmup_fraction)
     )
+    ema = None
+    if t.ema_decay > 0:
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay), use_buffers=True)
+    kept = model if ema is None else ema.module  # the weights validated, shown and saved
     fp = fingerprint(config, read_manifest(shard_dir), info.world_size)
     history: list[dict[str, float]] = []
     state = load_checkpoint(checkpoint_path, fp)
     if state is not None and len(state["history"]) <= t.epochs:
         model.load_state_dict(state["model"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         scheduler.load_state_dict(state["scheduler"])
@@ -231,7 +241,12 @@ def fit(
         if info.is_main:
             write(f"resuming from {checkpoint_path} after epoch {len(history)}")
     info.barrier()  # every process has read the checkpoint before rank 0 may write it again
-    predictor = Predictor(model, runtime, as_dict(config.loss))
+    predictor = Predictor(kept, runtime, as_dict(config.loss))
+
+    def after_step() -> None:
+        scheduler.step()
+        if ema is not None:
+            ema.update_parameters(model)
 
     def grid() -> np.ndarray:
         return prediction_grid(predictor, val_set, t.num_vis)
@@ -246,8 +261,8 @@ def fit(
     for epoch in range(len(history), t.epochs):
         record = {
             "epoch": epoch + 1,
-            "train_loss": _train_epoch(net, loader, epoch, loss_fn, optimizer, scaler, scheduler, runtime, info, t),
-            "val_loss": validation_loss(model, val_loader, loss_fn, runtime, info),
+            "train_loss": _train_epoch(net, loader, epoch, loss_fn, optimizer, scaler, after_step, runtime, info, t),
+            "val_loss": validation_loss(kept, val_loader, loss_fn, runtime, info),
         }
         history.append(record)
         if info.is_main:
@@ -256,6 +271,7 @@ def fit(
             if (epoch + 1) % t.checkpoint_every == 0 or epoch + 1 == t.epochs:
                 checkpoint = {
                     "model": model.state_dict(),
+                    **({} if ema is None else {"ema": ema.state_dict()}),
                     "optimizer": optimizer.state_dict(),
                     "scaler": scaler.state_dict(),
                     "scheduler": scheduler.state_dict(),
@@ -266,7 +282,7 @@ def fit(
             log(record, grid())
         info.barrier()
     if info.is_main:
-        save_model(model_path, model, config, len(history))
+        save_model(model_path, kept, config, len(history))
     info.barrier()
     return history
 
@@ -278,7 +294,7 @@ def _train_epoch(
     loss_fn: DepthLoss,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    after_step: Callable[[], None],
     runtime: Runtime,
     info: Dist,
     t: TrainConfig,
@@ -297,7 +313,7 @@ def _train_epoch(
              disable=not info.is_main) as progress:
         for step, batch in enumerate(loader):
             losses[step] = train_step(net, batch, loss_fn, optimizer, scaler, runtime, t.grad_clip)
-            scheduler.step()
+            after_step()  # the learning-rate schedule and the weights' average move on
             sizes.append(len(batch["rgb"]))
             if step + 1 - checked == LOSS_CHECK_EVERY or step + 1 == len(loader):
                 seen = losses[: step + 1].cpu().numpy()

@@ -78,12 +78,15 @@ def _weights(path):
     return torch.load(path, weights_only=True)["model"]
 
 
-@pytest.mark.parametrize("checkpoint_every", [1, 2])
-def test_resume_after_kill_mid_epoch_matches_uninterrupted_run(tmp_path, tiny_shards, monkeypatch, checkpoint_every):
-    """3 epochs of 2 steps, killed in epoch 3: it resumes after epoch 2 (every epoch checkpointed) or after epoch 2
-    (every second one), runs what is missing, and ends with the uninterrupted run's bytes."""
+@pytest.mark.parametrize(("checkpoint_every", "ema_decay"), [(1, 0.0), (2, 0.9)])
+def test_resume_after_kill_mid_epoch_matches_uninterrupted_run(
+    tmp_path, tiny_shards, monkeypatch, checkpoint_every, ema_decay
+):
+    """3 epochs of 2 steps, killed in epoch 3: it resumes after epoch 2 (every epoch checkpointed, or every second
+    one), runs what is missing, and ends with the uninterrupted run's bytes, weight average and schedule included."""
     config = tiny_train_config(**{"train.epochs": 3, "train.checkpoint_every": checkpoint_every,
-                                  "train.schedule": "cosine", "train.warmup_fraction": 0.2})  # fmt: skip
+                                  "train.schedule": "cosine", "train.warmup_fraction": 0.2,
+                                  "train.ema_decay": ema_decay})  # fmt: skip
     whole = tmp_path / "whole"
     history, records = _run(whole, tiny_shards, config)
     assert [r["epoch"] for r in history] == [1, 2, 3]
@@ -107,6 +110,22 @@ def test_resume_after_kill_mid_epoch_matches_uninterrupted_run(tmp_path, tiny_sh
     assert all(torch.equal(expected[k], got[k]) for k in expected)
     # byte for byte, so that DVC records the same hash for a rerun
     assert (whole / "model.pt").read_bytes() == (resumed / "model.pt").read_bytes()
+
+
+def test_the_saved_model_is_the_average_of_the_weights(tmp_path, tiny_shards, monkeypatch):
+    """ema_decay 0.5 over 2 steps: the first update copies the weights w1, the second gives 0.5 w1 + 0.5 w2."""
+    real, seen = train_module.train_step, []
+
+    def recording(net, *args, **kwargs):
+        loss = real(net, *args, **kwargs)
+        seen.append({k: v.detach().clone() for k, v in net.state_dict().items()})
+        return loss
+
+    monkeypatch.setattr(train_module, "train_step", recording)
+    _run(tmp_path, tiny_shards, tiny_train_config(**{"train.epochs": 1, "train.ema_decay": 0.5}))
+    saved, (w1, w2) = _weights(tmp_path / "model.pt"), seen
+    assert all(torch.allclose(saved[k], 0.5 * w1[k] + 0.5 * w2[k]) for k in saved)
+    assert not all(torch.equal(saved[k], w2[k]) for k in saved)  # not the last weights
 
 
 def test_checkpoints_are_written_every_checkpoint_every_epochs(tmp_path, tiny_shards, monkeypatch):
