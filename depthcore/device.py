@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,10 +25,10 @@ class Runtime:
     def precision(self) -> str:
         return next(name for name, dtype in PRECISIONS.items() if dtype == self.dtype)
 
-    def autocast(self) -> contextlib.AbstractContextManager:
-        """Autocast to `dtype` on this device, or nothing for fp32."""
+    def autocast(self) -> torch.autocast:
+        """Autocast to `dtype` on this device; for fp32, autocast switched off (also inside an enclosing region)."""
         if self.dtype is None:
-            return contextlib.nullcontext()
+            return torch.autocast(device_type=self.device.type, enabled=False)
         return torch.autocast(device_type=self.device.type, dtype=self.dtype)
 
     def grad_scaler(self) -> torch.amp.GradScaler:

@@ -94,8 +94,10 @@ def test_grad_scaler_is_enabled_only_for_fp16(dtype, enabled):
 def test_autocast_runs_convolutions_in_the_runtime_dtype(precision, dtype):
     runtime = resolve_runtime("cpu", precision, channels_last=False)
     conv = torch.nn.Conv2d(3, 4, kernel_size=3)
-    with runtime.autocast():
+    # inside an outer bf16 region, so that fp32 must switch autocast off rather than merely not switch it on
+    with torch.autocast("cpu", dtype=torch.bfloat16), runtime.autocast():
         out = conv(torch.rand(1, 3, 8, 8))
+        assert torch.is_autocast_enabled("cpu") is (dtype is not torch.float32)
     assert out.dtype is dtype
     assert conv.weight.dtype is torch.float32  # autocast casts copies; the parameters stay fp32
 
@@ -109,6 +111,7 @@ def test_images_take_the_runtime_memory_format(channels_last):
     assert torch.equal(moved, x)
 
 
+@pytest.mark.slow
 def test_bf16_training_ends_within_2_percent_of_fp32(tmp_path, tiny_shards):
     """Same seed, data and steps: the validation loss after 2 epochs differs by under 2 % between fp32 and bf16."""
     final = {}
