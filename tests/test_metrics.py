@@ -323,3 +323,16 @@ def test_accumulator_bad_input():
     with pytest.raises(ValueError, match=r"expected aggregate to be one of per_image \| pooled, got 'median'"):
         accumulator.update(np.ones((12, 12)), np.ones((12, 12)))
         accumulator.result("median")
+
+
+@pytest.mark.parametrize("data_range", [10.0, 255.0])
+def test_ssim_equals_pytorch_msssim(data_range):
+    """The metric's own batched SSIM is pytorch_msssim.ssim with its defaults, to float rounding."""
+    from pytorch_msssim import ssim
+
+    rng = np.random.default_rng(5)
+    gt = rng.uniform(1, 8, (40, 56))
+    pred = gt + rng.normal(0, 0.5, gt.shape)
+    pred[10:30, 20:40] += 2.0  # structure as well as noise
+    reference = float(ssim(torch.tensor(pred)[None, None], torch.tensor(gt)[None, None], data_range=data_range))
+    assert ssim_metric(pred, gt, data_range) == pytest.approx(reference, abs=1e-6)
