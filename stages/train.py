@@ -27,8 +27,8 @@ def main() -> None:
 
             def log(record: dict[str, float], grid: np.ndarray | None) -> None:
                 history.append(record)
-                live.log_metric("train/loss", record["train_loss"])
-                live.log_metric("val/loss", record["val_loss"])
+                live.log_metric("train_loss", record["train_loss"])
+                live.log_metric("val_loss", record["val_loss"])
                 live.log_image("loss_curves.png", loss_curves(history))
                 if grid is not None:
                     live.log_image("val_grid.png", grid)

@@ -121,7 +121,7 @@ def test_repro_writes_numbers_only_metrics_with_their_provenance_beside(pipeline
                     "dvclive/plots/images/loss_curves.png"):  # fmt: skip
         assert Image.open(pipeline / picture).width <= 1600, picture
     train_log = json.loads((pipeline / "dvclive/metrics.json").read_text())
-    assert train_log["step"] == 1 and "loss" in train_log["val"]
+    assert train_log["step"] == 1 and set(train_log) == {"step", "train_loss", "val_loss"}
     assert "Data and pipelines are up to date" in dvc("status", cwd=pipeline)
     dvc("plots", "show", cwd=pipeline)
     assert (pipeline / "dvc_plots/index.html").is_file()
