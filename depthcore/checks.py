@@ -6,6 +6,7 @@ invariants. A bool is never accepted where an integer or a number is expected (`
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -58,6 +59,18 @@ def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:
     if value not in choices:
         raise ValueError(f"expected {name} to be one of {' | '.join(map(str, choices))}, got {value!r}")
     return value
+
+
+def check_index(name: str, value: Any, stop: int, where: str = "") -> int:
+    """`value` as an index in [0, stop): TypeError for a non-integer (as Python's own indexing), IndexError outside;
+    `where` (e.g. "for <file>") ends the message."""
+    try:
+        index = operator.index(value)
+    except TypeError:
+        raise TypeError(f"expected {name} (int), got {type(value).__name__}") from None
+    if not 0 <= index < stop:
+        raise IndexError(f"expected {name} in [0, {stop}){' ' + where if where else ''}, got {index}")
+    return index
 
 
 def check_shape(name: str, shape: Sequence[int], pattern: Sequence[int | str | None]) -> None:

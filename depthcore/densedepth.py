@@ -16,7 +16,6 @@ a `DenseDepthZipError` naming the zip and the member or fact that does not hold.
 
 from __future__ import annotations
 
-import operator
 import os
 import posixpath
 import zipfile
@@ -27,7 +26,7 @@ from types import TracebackType
 import numpy as np
 from PIL import Image
 
-from depthcore.checks import check_fraction, check_int
+from depthcore.checks import check_fraction, check_index, check_int
 from depthcore.codec import ImageDecodeError, decode_image, depth_png_to_metres, open_image
 from depthcore.errors import DepthcoreError
 from depthcore.nyu import FRAME_SHAPE, HEIGHT, WIDTH
@@ -107,8 +106,9 @@ class DenseDepthZip:
         Checked first (a `DenseDepthZipError` naming the member otherwise): the RGB is a 640x480 RGB image (header
         only); the depth PNG decodes to 480x640, greyscale or 3 equal channels, 8-bit for train, 16-bit for test.
         """
-        rgb_name, depth_name = self.member_names(i)
-        bits, meaning = TRAIN_DEPTH if operator.index(i) < self.num_train else TEST_DEPTH
+        i = self._check_index(i, len(self), "an image index")
+        rgb_name, depth_name = self._rows[i]
+        bits, meaning = TRAIN_DEPTH if i < self.num_train else TEST_DEPTH
         rgb, depth = self._read(rgb_name), self._read(depth_name)
         _check_rgb(rgb, self._what(rgb_name))
         _check_depth(depth, self._what(depth_name), bits, meaning)
@@ -165,13 +165,7 @@ class DenseDepthZip:
         return scene
 
     def _check_index(self, i: int, stop: int, what: str) -> int:
-        try:
-            index = operator.index(i)
-        except TypeError:
-            raise TypeError(f"expected {what} (int), got {type(i).__name__}") from None
-        if not 0 <= index < stop:
-            raise IndexError(f"expected {what} in [0, {stop}) for {self.path}, got {index}")
-        return index
+        return check_index(what, i, stop, f"for {self.path}")
 
 
 def densedepth_splits(z: DenseDepthZip, val_fraction: float, seed: int) -> dict[str, np.ndarray]:

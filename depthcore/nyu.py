@@ -13,12 +13,13 @@ problem (not HDF5, a MATLAB v5 file, truncated, corrupt, a missing key, a wrong 
 
 from __future__ import annotations
 
-import operator
 from pathlib import Path
 from types import TracebackType
 
 import h5py
 import numpy as np
+
+from depthcore.checks import check_index
 
 #: The NYU Depth v2 frame (rows, columns): every image, depth map and evaluation crop lives on it.
 HEIGHT, WIDTH = 480, 640
@@ -88,13 +89,7 @@ class NyuMat:
         return np.ascontiguousarray(self._read("rawDepths", self._check_index(i)).T)
 
     def _check_index(self, i: int) -> int:
-        try:
-            index = operator.index(i)
-        except TypeError:
-            raise TypeError(f"expected an int image index, got {type(i).__name__}") from None
-        if not 0 <= index < self._len:
-            raise IndexError(f"expected an image index in [0, {self._len}) for {self.path}, got {index}")
-        return index
+        return check_index("an image index", i, self._len, f"for {self.path}")
 
     def _read(self, name: str, i: int) -> np.ndarray:
         if self._file is None:
