@@ -173,6 +173,11 @@ def report(args: argparse.Namespace, record: dict | list, tables: list[Table], n
         print("\n" + "\n".join(notes))
 
 
+def counted(n: int, noun: str) -> str:
+    """`n` and `noun`, plural unless n is 1: "1 worker", "2 workers"."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def print_table(headers: list[str], rows: list[list]) -> None:
     """A GitHub-markdown table (tab-separated if tabulate is missing)."""
     try:

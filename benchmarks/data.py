@@ -54,6 +54,7 @@ from common import (  # beside this script
     PARAMS,
     Table,
     add_common_flags,
+    counted,
     device_args,
     report,
     run_child,
@@ -207,12 +208,8 @@ def load_runs(args: argparse.Namespace, mode: str, shard_dir: Path) -> list[dict
     ]
 
 
-def workers_text(n: int) -> str:
-    return f"{n} worker" if n == 1 else f"{n} workers"
-
-
 def loader_label(record: dict) -> str:
-    return f"loader (batch {BATCH}, augmented, {workers_text(record['workers'])})"
+    return f"loader (batch {BATCH}, augmented, {counted(record['workers'], 'worker')})"
 
 
 def mat_mode(args: argparse.Namespace, workdir: Path) -> tuple[dict, list[Table], list[str]]:
@@ -332,7 +329,7 @@ def project(
         "verify_s": (from_zip - REAL_TEST_PAIRS * test_b) * (1 - val_fraction) / verify_rate,
         "load_pass_s": {r["workers"]: real_train / r["steady_img_s"] for r in loads},
     }
-    passes = ", ".join(f"{s / 60:.1f} min with {workers_text(w)}" for w, s in projection["load_pass_s"].items())
+    passes = ", ".join(f"{s / 60:.1f} min with {counted(w, 'worker')}" for w, s in projection["load_pass_s"].items())
     notes = [
         f"Projected for DenseDepth's real nyu_data.zip ({REAL_TRAIN_PAIRS:,} + {REAL_TEST_PAIRS} pairs, about "
         f"{REAL_ZIP_BYTES / GB:.1f} GB), scaled from the rates above:",
@@ -358,10 +355,12 @@ def keeps_up(step_file: Path, loads: list[dict]) -> str:
     rate = step_rec["img_s"]
     fast = [r["workers"] for r in loads if r["steady_img_s"] >= rate]
     each = "; ".join(
-        f"{workers_text(r['workers'])}: {r['steady_img_s']:.1f} images/s, {r['steady_img_s'] / rate:.2f}x"
+        f"{counted(r['workers'], 'worker')}: {r['steady_img_s']:.1f} images/s, {r['steady_img_s'] / rate:.2f}x"
         for r in loads
     )
-    verdict = f"keeps up from {workers_text(min(fast))} on" if fast else "does NOT keep up at any measured worker count"
+    verdict = (
+        f"keeps up from {counted(min(fast), 'worker')} on" if fast else "does NOT keep up at any measured worker count"
+    )
     workers = load_config(PARAMS).train.num_workers
     return (
         f"Loader against the default training step ({step_rec['device']} {step_rec['precision']}, batch "
