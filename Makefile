@@ -5,7 +5,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: install repro test lint bench clean-venv
+.PHONY: install repro test lint bench bench-gpu clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -24,11 +24,16 @@ test: $(STAMP)
 lint: $(STAMP)
 	ruff check --no-cache .
 
+# The benchmarks (benchmarks/*.py, each with --help): on the CPU, tens of minutes; bench-gpu needs a CUDA machine.
 bench: $(STAMP)
 	python benchmarks/data.py
+	python benchmarks/data.py --zip-pairs 5000
 	python benchmarks/train_step.py
 	python benchmarks/evaluate.py
 	python benchmarks/epoch.py
+
+bench-gpu: $(STAMP)
+	bash benchmarks/gpu.sh
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,26 +1,103 @@
-"""What the benchmark scripts share: child processes, peak memory, the rendered set, the runtime's fields, tables."""
+"""What the benchmark scripts share: their configuration and flags, the work folder and the rendered shards, child
+processes, peak memory, and how a result is printed (the machine line and tables, or JSON)."""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import json
 import platform
 import resource
 import subprocess
 import sys
+import tempfile
 import time
+import typing
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from depthcore.config import load_config
-from depthcore.device import Runtime
+from depthcore.config import Config, TrainConfig, load_config
+from depthcore.device import CPU_BF16_FLAGS, CPUINFO, Runtime, resolve_runtime
 from depthcore.nyu import NyuMat
-from depthcore.shards import write_shards
+from depthcore.shards import MatSamples, write_shards
 from depthcore.splits import make_splits
 from depthcore.synthetic import write_synthetic_nyu
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 MIB = 1024  # ru_maxrss is in KiB on Linux
+#: The two configurations the speed tables compare: plain fp32, and what params.yaml's `train` section resolves to.
+PATHS = ("fp32", "default")
+#: The values of `train.device`, for --device.
+DEVICES = typing.get_args(typing.get_type_hints(TrainConfig)["device"])
+
+
+def configure(path: str, downsample: bool | None = None, device: str | None = None, **train) -> Config:
+    """params.yaml with `model.downsample`, `train.device` (None: params.yaml's) and other `train` changes.
+
+    The fp32 path is fp32, contiguous memory and no compile; the default path is params.yaml's own.
+    """
+    config = load_config(PARAMS)
+    if path == "fp32":
+        train = {"precision": "fp32", "channels_last": False, "compile": False} | train
+    if device is not None:
+        train["device"] = device
+    model = config.model if downsample is None else replace(config.model, downsample=downsample)
+    return replace(config, model=model, train=replace(config.train, **train))
+
+
+def train_runtime(config: Config) -> Runtime:
+    """The runtime `depthcore.train.fit` trains on: `train.device` (auto: cuda, then mps, then cpu), precision and
+    memory format resolved; on CUDA with cuDNN picking its fastest kernels once, as fit sets it."""
+    t = config.train
+    runtime = resolve_runtime(t.device, t.precision, t.channels_last)
+    if runtime.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    return runtime
+
+
+def add_common_flags(parser: argparse.ArgumentParser, workdir_help: str = "where to write") -> None:
+    """The flags every benchmark takes: --device (`train.device`), --json, --save and --workdir."""
+    parser.add_argument(
+        "--device", choices=DEVICES, default=None, help="train.device (default: params.yaml's; auto: cuda, mps, cpu)"
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of the tables")
+    parser.add_argument("--save", type=Path, default=None, help="also write the JSON record to this file")
+    parser.add_argument("--workdir", type=Path, default=None, help=f"{workdir_help} (default: a temporary folder)")
+
+
+def device_args(device: str | None) -> list[str]:
+    """--device for a child process: the parent's choice, or nothing (params.yaml's)."""
+    return [] if device is None else ["--device", device]
+
+
+@contextlib.contextmanager
+def work_folder(path: Path | None) -> Iterator[Path]:
+    """`path`, created if need be and kept afterwards, or a temporary folder removed afterwards."""
+    if path is not None:
+        path.mkdir(parents=True, exist_ok=True)
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="depthcore-bench-") as tmp:
+        yield Path(tmp)
+
+
+@contextlib.contextmanager
+def rendered_shards(
+    workdir: Path | None, num_images: int, train_fraction: float, val_fraction: float
+) -> Iterator[Path]:
+    """Shards of `num_images` rooms rendered from params.yaml's seed, split at random with these fractions, in
+    `work_folder(workdir)`: the shard folder, for as long as the block runs."""
+    config = load_config(PARAMS)
+    splits = make_splits(num_images, "random", config.seed, train_fraction, val_fraction)
+    provenance = {"source": "synthetic", "split": "random", "seed": config.seed}
+    with work_folder(workdir) as folder:
+        mat = write_synthetic_nyu(folder / "nyu.mat", num_images, config.seed)
+        with NyuMat(mat) as reader:
+            write_shards(MatSamples(reader), splits, folder / "shards", config.data.shard_size, provenance)
+        yield folder / "shards"
 
 
 def run_child(script: str, args: list[str]) -> dict:
@@ -39,6 +116,11 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / MIB
 
 
+def peak_device_mib(device: torch.device) -> float | None:
+    """The most GPU memory torch has allocated in this process, in MiB; None off CUDA."""
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+
+
 def runtime_fields(path: str, downsample: bool, runtime: Runtime) -> dict:
     """The fields that say which configuration a record measured."""
     return {
@@ -50,32 +132,50 @@ def runtime_fields(path: str, downsample: bool, runtime: Runtime) -> dict:
     }
 
 
-def render_shards(workdir: Path, num_images: int, train_fraction: float, val_fraction: float) -> Path:
-    """Render `num_images` rooms from params.yaml's seed and shard them with a random split of these fractions."""
-    config = load_config(PARAMS)
-    mat = write_synthetic_nyu(workdir / "nyu.mat", num_images, config.seed)
-    splits = make_splits(num_images, "random", config.seed, train_fraction, val_fraction)
-    with NyuMat(mat) as reader:
-        write_shards(reader, splits, workdir / "shards", config.data.shard_size, {"source": "synthetic"})
-    return workdir / "shards"
-
-
 def machine() -> str:
     """One line naming what a table was measured on, and when: this host's speed drifts, so tables carry it."""
     cpu, flags = platform.processor() or platform.machine(), set()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
+    if CPUINFO.is_file():
+        for line in CPUINFO.read_text().splitlines():
             key, _, value = line.partition(":")
             if key.strip() == "model name":
                 cpu = value.strip()
             elif key.strip() == "flags":
                 flags = set(value.split())
-    bf16 = " ".join(f for f in ("avx512_bf16", "amx_bf16") if f in flags) or "no native bf16"
+    bf16 = " ".join(flag for flag in CPU_BF16_FLAGS if flag in flags) or "no native bf16"
+    gpu = f", {torch.cuda.get_device_name()} (CUDA {torch.version.cuda})" if torch.cuda.is_available() else ""
     return (
-        f"{cpu} ({bf16}), {torch.get_num_threads()} threads, torch {torch.__version__},"
+        f"{cpu} ({bf16}), {torch.get_num_threads()} threads{gpu}, torch {torch.__version__},"
         f" {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
     )
+
+
+Table = tuple[str, list[str], list[list]]  # title (may be ""), headers, rows
+
+
+def report(args: argparse.Namespace, record: dict | list, tables: list[Table], notes: list[str] = ()) -> None:
+    """Print the machine line, the tables and the `notes` lines after them, or with --json the record alone; with
+    --save also write the record to that file."""
+    text = json.dumps(record, indent=1)
+    if args.save is not None:
+        args.save.write_text(text + "\n")
+    if args.json:
+        print(text)
+        return
+    print(machine())
+    for i, (title, headers, rows) in enumerate(tables):
+        if i:
+            print()
+        if title:
+            print(title)
+        print_table(headers, rows)
+    if notes:
+        print("\n" + "\n".join(notes))
+
+
+def counted(n: int, noun: str) -> str:
+    """`n` and `noun`, plural unless n is 1: "1 worker", "2 workers"."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def print_table(headers: list[str], rows: list[list]) -> None:
