@@ -98,7 +98,6 @@ class TrainConfig:
     warmup_fraction: float  # share of all optimizer steps with a linear warm-up from 0 to lr
     grad_clip: float  # clip the gradient norm to this (0 = no clipping)
     ema_decay: float  # keep, validate and save an exponential moving average of the weights (0 = off)
-    low_res_epochs: int  # the first epochs train on half-size images (progressive resizing: cheaper steps)
     nproc: int | Literal["auto"]  # torchrun processes on this machine; auto = every visible GPU, 1 without one
     sync_bn: bool  # SyncBatchNorm across processes (CUDA/nccl only)
     device: Literal["auto", "cpu", "cuda", "mps"]  # auto: cuda, then mps, then cpu

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
@@ -53,8 +52,6 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 #: Optimizer steps between looks at the running loss (a device-to-host copy): the progress bar and the check that
 #: the loss is finite; the end of an epoch always looks.
 LOSS_CHECK_EVERY = 20
-#: Input scale of the first `train.low_res_epochs` epochs: a quarter of the pixels, about a quarter of the step's cost.
-LOW_RES_SCALE = 0.5
 
 #: config -> a freshly initialised network (B, 3, H, W) -> (B, 1, h, w); `build_model` unless a test swaps it.
 ModelFactory = Callable[[Config], torch.nn.Module]
@@ -113,18 +110,13 @@ def train_step(
     scaler: torch.amp.GradScaler,
     runtime: Runtime,
     grad_clip: float = 0.0,
-    input_scale: float = 1.0,
 ) -> torch.Tensor:
     """One optimizer step on `rgb` (B, 3, H, W) uint8 and `depth` (B, 1, H, W) metres; returns the detached loss.
 
     The forward runs under the runtime's autocast; the loss is computed in fp32 (DepthLoss) and so is the optimizer.
-    With `grad_clip` > 0 the gradient's global norm is clipped to it first; with `input_scale` < 1 the network sees
-    the images area-downscaled by it (the loss area-pools the ground truth to whatever the output's size is).
-    Nothing here waits for the device.
+    With `grad_clip` > 0 the gradient's global norm is clipped to it first. Nothing here waits for the device.
     """
     rgb, depth = runtime.images(batch["rgb"]), batch["depth"].to(runtime.device, non_blocking=True)
-    if input_scale != 1.0:
-        rgb = F.interpolate(rgb, scale_factor=input_scale, mode="area")  # (B, 3, H * s, W * s)
     optimizer.zero_grad(set_to_none=True)
     with runtime.autocast():
         pred = net(rgb)  # (B, 1, h, w) target space
@@ -314,14 +306,13 @@ def _train_epoch(
     """
     net.train()
     loader.sampler.set_epoch(epoch)
-    scale = LOW_RES_SCALE if epoch < t.low_res_epochs else 1.0
     losses = torch.zeros(len(loader), dtype=torch.float64, device=runtime.device)  # per step, this process
     sizes = []
     checked = 0
     with bar(total=len(loader), desc=f"epoch {epoch + 1}/{t.epochs}", unit="batch", leave=False,
              disable=not info.is_main) as progress:
         for step, batch in enumerate(loader):
-            losses[step] = train_step(net, batch, loss_fn, optimizer, scaler, runtime, t.grad_clip, scale)
+            losses[step] = train_step(net, batch, loss_fn, optimizer, scaler, runtime, t.grad_clip)
             after_step()  # the learning-rate schedule and the weights' average move on
             sizes.append(len(batch["rgb"]))
             if step + 1 - checked == LOSS_CHECK_EVERY or step + 1 == len(loader):
