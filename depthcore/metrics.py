@@ -149,11 +149,11 @@ def ssim_metric(
     C2 = (0.03 data_range)^2 (pytorch_msssim's definition; see the module docstring)."""
     pred_t, gt_t = _as_tensor(pred), _as_tensor(gt)
     _check_maps(pred_t, gt_t)
-    return float(_ssim(pred_t[None], gt_t[None], (data_range,))[0, 0])
+    return float(_ssim(pred_t[None].float(), gt_t[None].float(), (data_range,))[0, 0])
 
 
 def _ssim(pred: torch.Tensor, gt: torch.Tensor, data_ranges: tuple[float, ...]) -> torch.Tensor:
-    """(B, H, W) float64 pred, gt -> (B, len(data_ranges)) mean SSIM of each pair, one column per data range.
+    """(B, H, W) float pred, gt -> (B, len(data_ranges)) mean SSIM of each pair, one column per data range.
 
     The local means, variances and covariance (Gaussian-weighted, valid convolution) do not depend on the data
     range, so they are computed once: (B, 5, H - 10, W - 10) after the separable blur.
@@ -200,7 +200,7 @@ def edge_f1(
     """
     pred_t, gt_t = _as_tensor(pred), _as_tensor(gt)
     _check_maps(pred_t, gt_t)
-    return _f1(*_edge_counts(pred_t[None], gt_t[None], threshold)[0].tolist())
+    return _f1(*_edge_counts(pred_t[None].float(), gt_t[None].float(), threshold)[0].tolist())
 
 
 @dataclass(frozen=True)
@@ -337,8 +337,9 @@ class MetricAccumulator:
         if protocol.valid_range is not None:
             low, high = protocol.valid_range
             mask = (gt > low) & (gt < high)  # (B, h, w)
-        ssims = _ssim(pred, filled, (SSIM_DATA_RANGE, SSIM_DATA_RANGE_255)).tolist()  # (B, 2)
-        edges = _edge_counts(pred, filled, self.edge_threshold).tolist()  # (B, 3)
+        maps = pred.float(), filled.float()  # float32: 6x faster convolutions on the CPU, ~1e-7 relative error
+        ssims = _ssim(*maps, (SSIM_DATA_RANGE, SSIM_DATA_RANGE_255)).tolist()  # (B, 2)
+        edges = _edge_counts(*maps, self.edge_threshold).tolist()  # (B, 3)
         for i in range(len(pred)):
             sums = _error_sums(*_valid_pixels(pred[i], gt[i], None if mask is None else mask[i]))
             tp, predicted, actual = edges[i]
