@@ -22,7 +22,7 @@ from depthcore.inference import load_predictor, save_model
 from depthcore.model import DenseDepth
 from depthcore.pointcloud import VERTEX
 from depthcore.predict import main, read_rgb
-from tests.conftest import ROOT, make_config
+from tests.helpers import ROOT, make_config
 from tests.stand_in import ramp, red_predictor
 
 ORIENTATION_TAG = 0x0112  # EXIF Orientation

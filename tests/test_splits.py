@@ -50,9 +50,9 @@ def test_random_split_is_seeded():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"train_fraction": 0.0}, "train_fraction in \\(0, 1\\)"),
-        ({"train_fraction": 1.2}, "train_fraction in \\(0, 1\\)"),
-        ({"val_fraction": -0.1}, "val_fraction in \\(0, 1\\)"),
+        ({"train_fraction": 0.0}, "expected train_fraction to be a number in \\(0.0, 1.0\\)"),
+        ({"train_fraction": 1.2}, "expected train_fraction to be a number in \\(0.0, 1.0\\)"),
+        ({"val_fraction": -0.1}, "expected val_fraction to be a number in \\(0.0, 1.0\\)"),
         ({"train_fraction": 0.9, "val_fraction": 0.1}, "train_fraction \\+ val_fraction < 1"),
     ],
 )
