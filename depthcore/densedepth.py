@@ -21,7 +21,6 @@ import posixpath
 import zipfile
 import zlib
 from pathlib import Path
-from types import TracebackType
 
 import numpy as np
 from PIL import Image
@@ -29,6 +28,7 @@ from PIL import Image
 from depthcore.checks import check_fraction, check_index, check_int
 from depthcore.codec import ImageDecodeError, decode_image, depth_png_to_metres, open_image
 from depthcore.errors import DepthcoreError
+from depthcore.files import Closing
 from depthcore.nyu import FRAME_SHAPE, HEIGHT, WIDTH
 from depthcore.shards import Sample
 
@@ -47,7 +47,7 @@ class DenseDepthZipError(DepthcoreError, ValueError):
     """A file is not a readable DenseDepth nyu_data.zip in the expected layout; the message names what fails."""
 
 
-class DenseDepthZip:
+class DenseDepthZip(Closing):
     """DenseDepth's nyu_data.zip at `path`, opened read-only; a context manager and a `shards.SampleSource`.
 
     `len(z)` = `num_train` + `num_test` images; `z.sample(i)` -> `Sample` of the stored file bytes; `z.scene(i)` the
@@ -72,14 +72,6 @@ class DenseDepthZip:
             raise
         self._rows = [(rgb, depth) for _, _, rgb, depth in train + test]
         self.num_train, self.num_test = len(train), len(test)
-
-    def __enter__(self) -> DenseDepthZip:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         """Close the zip; reading afterwards raises ValueError."""

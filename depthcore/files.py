@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import secrets
@@ -10,6 +11,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 HASH_BLOCK = 1 << 20  # bytes per read when hashing
+
+
+class Closing(contextlib.AbstractContextManager):
+    """A reader that is its own context manager: `with Reader(path) as reader:` calls `reader.close()` on the way
+    out, whatever happens inside."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 @contextmanager

@@ -14,12 +14,12 @@ problem (not HDF5, a MATLAB v5 file, truncated, corrupt, a missing key, a wrong 
 from __future__ import annotations
 
 from pathlib import Path
-from types import TracebackType
 
 import h5py
 import numpy as np
 
 from depthcore.checks import check_index
+from depthcore.files import Closing
 
 #: The NYU Depth v2 frame (rows, columns): every image, depth map and evaluation crop lives on it.
 HEIGHT, WIDTH = 480, 640
@@ -44,7 +44,7 @@ class NyuMatError(ValueError):
     """A file is not a readable labeled NYU Depth v2 .mat in the expected layout."""
 
 
-class NyuMat:
+class NyuMat(Closing):
     """The labeled NYU Depth v2 .mat at `path`, opened read-only; a context manager.
 
     `len(m)` images; `m[i]` -> (rgb (480, 640, 3) uint8, depth (480, 640) float32 m, holes filled);
@@ -60,14 +60,6 @@ class NyuMat:
             self.close()
             raise
         self._len = self._datasets["images"].shape[0]
-
-    def __enter__(self) -> NyuMat:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         """Close the file; reading afterwards raises ValueError."""

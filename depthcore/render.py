@@ -10,6 +10,8 @@ The camera has the NYU Kinect intrinsics (`nyu.FX` ...) on the 640x480 frame; re
 - raw depth is depth with Kinect-like holes (0): the projector's parallax shadow left of near objects, mixed
   pixels at depth edges, grazing surfaces, dark absorbent patches, and everything beyond `RAW_MAX_RANGE`.
 
+One ray caster (over 300 lines): casting, surfaces, shading and the simulated sensor work on the same per-pixel arrays.
+
 Camera frame: x right, y down, z forward (world frame: `depthcore.scenes`). Pixel (row, col) has the NYU toolbox's
 1-based coordinates (col + 1, row + 1). Only arithmetic, sqrt and floor touch the images: a scene always renders
 to the same bytes.

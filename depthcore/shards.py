@@ -14,6 +14,8 @@ Each member stores what the source stores, so that a 50K-image JPEG training set
 Pixel arrays are deflated; file bytes, already compressed, are stored. A shard is a plain zip of .npy members that
 `np.load(path, allow_pickle=False)` opens lazily, so one image is read without the rest of the shard.
 
+The writer and the reader of the format share this module (over 300 lines), so that the two cannot drift apart.
+
 Writing streams one image at a time (peak memory does not grow with the number of images), fixes every zip
 timestamp and attribute (identical inputs give byte-identical shards) and builds the whole set in a temporary
 folder next to `out_dir` that replaces it only when complete.

@@ -11,6 +11,8 @@ history (its length is the number of epochs done). Shuffle order and augmentatio
 ends with exactly the weights of a run that was never interrupted. A checkpoint made with other settings, other
 data or other training code (its fingerprint differs) is ignored and training starts afresh.
 
+The loop, its checkpoint and its multi-process parts share this module (over 300 lines): they handle the same state.
+
 Under torchrun (`depthcore.distributed`) every process trains on its share of each batch with DistributedDataParallel
 (the global batch is `train.batch_size` times the processes), every process loads the checkpoint, validation sums
 are added over the processes, and rank 0 alone writes logs, checkpoints and the model.
