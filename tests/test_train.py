@@ -177,7 +177,8 @@ def test_epochs_count_in_the_fingerprint_only_when_the_schedule_spans_them(tiny_
     def fp(**overrides):
         return fingerprint(tiny_train_config(**overrides), manifest, 1)
 
-    assert fp(**{"train.epochs": 2}) == fp(**{"train.epochs": 3})  # constant: more epochs continue a run
+    constant = {"train.schedule": "constant"}
+    assert fp(**constant, **{"train.epochs": 2}) == fp(**constant, **{"train.epochs": 3})  # more epochs continue
     cosine = {"train.schedule": "cosine"}
     assert fp(**cosine, **{"train.epochs": 2}) != fp(**cosine, **{"train.epochs": 3})
 
