@@ -88,13 +88,13 @@ def work_folder(path: Path | None) -> Iterator[Path]:
 def rendered_shards(
     workdir: Path | None, num_images: int, train_fraction: float, val_fraction: float
 ) -> Iterator[Path]:
-    """Shards of `num_images` rooms rendered from params.yaml's seed, split at random with these fractions, in
+    """Shards of `num_images` rooms rendered from params.yaml's data.seed, split at random with these fractions, in
     `work_folder(workdir)`: the shard folder, for as long as the block runs."""
     config = load_config(PARAMS)
-    splits = make_splits(num_images, "random", config.seed, train_fraction, val_fraction)
-    provenance = {"source": "synthetic", "split": "random", "seed": config.seed}
+    splits = make_splits(num_images, "random", config.data.seed, train_fraction, val_fraction)
+    provenance = {"source": "synthetic", "split": "random", "seed": config.data.seed}
     with work_folder(workdir) as folder:
-        mat = write_synthetic_nyu(folder / "nyu.mat", num_images, config.seed)
+        mat = write_synthetic_nyu(folder / "nyu.mat", num_images, config.data.seed)
         with NyuMat(mat) as reader:
             write_shards(MatSamples(reader), splits, folder / "shards", config.data.shard_size, provenance)
         yield folder / "shards"

@@ -78,9 +78,9 @@ KIB, GB = 1024, 1e9
 
 
 def source_config(mode: str, seed: int) -> Config:
-    """params.yaml with `data.source` for `mode` and `seed`: what the shard stage would read."""
+    """params.yaml with `data.source` for `mode` and `data.seed` = `seed`: what the shard stage would read."""
     config = load_config(PARAMS)
-    return replace(config, seed=seed, data=replace(config.data, source=SOURCES[mode]))
+    return replace(config, data=replace(config.data, seed=seed, source=SOURCES[mode]))
 
 
 def render_step(mode: str, path: Path, num: int, frames: int, num_test: int, seed: int) -> dict:

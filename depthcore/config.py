@@ -55,6 +55,7 @@ class SplitConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
+    seed: int  # rendering, the random split and the held-out validation scenes
     source: Literal["synthetic", "nyuv2", "densedepth"]  # what the download stage produces
     synthetic: SyntheticConfig  # the offline rendered dataset
     nyuv2: NyuV2Config  # the labeled NYU Depth v2 .mat (1,449 images)
@@ -72,6 +73,7 @@ class AugmentConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     downsample: bool  # MaxPool2d(4) on the input first (report Table 1)
+    decoder: Literal["full", "half"]  # decoder widths: report Table 1, or half of them (the authors' Keras code)
     pretrained: bool  # ImageNet weights for the DenseNet-169 encoder
     freeze_encoder: bool  # with pretrained weights, train the decoder only
 
@@ -119,7 +121,7 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class Config:
-    seed: int  # one seed for rendering, splitting, initialisation, shuffling and augmentation
+    seed: int  # training: initialisation, shuffling and augmentation
     data: DataConfig
     augment: AugmentConfig
     model: ModelConfig

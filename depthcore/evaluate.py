@@ -116,7 +116,7 @@ def evaluate_baselines(
     test = ShardDataset(shard_dir, "test")
     protocols, unusable = usable_protocols(e.protocols, test.has_raw_depth)
     mean = train_mean_depth(shard_dir)
-    generator = torch.Generator().manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.data.seed)
 
     def random_guess(batch: dict[str, torch.Tensor]) -> torch.Tensor:
         shape = batch["depth"].shape

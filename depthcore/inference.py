@@ -84,7 +84,8 @@ def load_model(path: str | Path, expect: Config | None = None) -> tuple[DenseDep
     if expect is not None:
         _check_compatible(path, saved, as_dict(expect))
     m = saved["model"]
-    model = DenseDepth(m["downsample"], imagenet_normalize=m["pretrained"])  # weights from the file, not ImageNet
+    # The structure of the saved network; its weights come from the file, not ImageNet.
+    model = DenseDepth(m["downsample"], decoder=m["decoder"], imagenet_normalize=m["pretrained"])
     model.load_state_dict(state["model"])
     return model.eval(), saved
 

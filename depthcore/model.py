@@ -1,8 +1,8 @@
 """DenseDepth: a DenseNet-169 encoder and an upsampling decoder with skip connections (report Table 1).
 
-Shapes for a (B, 3, 480, 640) input with `downsample=True` (report Table 1); without downsampling the input is not
-pooled, so every map is 4x larger on each side (up to the floor of odd sizes after each pooling) and the output is
-(B, 1, 240, 320):
+Shapes for a (B, 3, 480, 640) input with `downsample=True` and the full decoder (report Table 1); without
+downsampling the input is not pooled, so every map is 4x larger on each side (up to the floor of odd sizes after each
+pooling) and the output is (B, 1, 240, 320); the half decoder has half the channels after CONV2 and in every block:
 
     input            (B,    3, 480, 640)
     DOWNSAMPLE       (B,    3, 120, 160)   MaxPool2d(4)
@@ -30,9 +30,12 @@ from depthcore.files import sha256_file
 
 #: Encoder layers (names in torchvision's `densenet169().features`) whose outputs feed the decoder, shallow to deep.
 SKIP_LAYERS = ("relu0", "pool0", "transition1", "transition2")
-#: Channels of the bottleneck and of each decoder block's output (report Table 1).
+#: Channels of the encoder's last map (DenseNet-169's `norm5`).
 BOTTLENECK_CHANNELS = 1664
-DECODER_CHANNELS = (832, 416, 208, 104)
+#: Channels after CONV2 and after each decoder block, by `model.decoder`. "full": report Table 1 (and the authors'
+#: PyTorch port); "half": every one halved, as in the authors' Keras code (`create_model(is_halffeatures=True)`, the
+#: default their training script uses), a little over a quarter of the full decoder's multiply-adds.
+DECODER_CHANNELS = {"full": (1664, 832, 416, 208, 104), "half": (832, 416, 208, 104, 52)}
 SKIP_CHANNELS = (256, 128, 64, 64)  # the skips in decoder order: transition2, transition1, pool0, relu0
 LEAKY_SLOPE = 0.2
 INPUT_POOL = 4
@@ -69,7 +72,8 @@ class UpBlock(nn.Module):
 
 
 class DenseDepth(nn.Module):
-    """Monocular depth network of Alhashim & Wonka, as specified in the report's Table 1.
+    """Monocular depth network of Alhashim & Wonka, as specified in the report's Table 1 (`decoder="full"`) or with the
+    half-width decoder of the authors' Keras code (`decoder="half"`; DECODER_CHANNELS).
 
     Input (B, 3, H, W) RGB in [0, 1]; output (B, 1, H/8, W/8) with `downsample=True`, (B, 1, H/2, W/2) otherwise, in
     the training target space of `depthcore.loss`.
@@ -85,6 +89,7 @@ class DenseDepth(nn.Module):
         self,
         downsample: bool = True,
         *,
+        decoder: str = "full",
         pretrained: bool = False,
         freeze_encoder: bool = False,
         imagenet_normalize: bool | None = None,
@@ -98,9 +103,12 @@ class DenseDepth(nn.Module):
         normalize = pretrained if imagenet_normalize is None else imagenet_normalize
         for name, values in (("input_mean", IMAGENET_MEAN), ("input_std", IMAGENET_STD)):  # None: no buffer saved
             self.register_buffer(name, torch.tensor(values).view(1, 3, 1, 1) if normalize else None)
-        self.conv2 = nn.Conv2d(BOTTLENECK_CHANNELS, BOTTLENECK_CHANNELS, kernel_size=1)
-        blocks, in_channels = [], BOTTLENECK_CHANNELS
-        for skip_channels, out_channels in zip(SKIP_CHANNELS, DECODER_CHANNELS):
+        if decoder not in DECODER_CHANNELS:
+            raise ValueError(f"expected decoder one of {' | '.join(DECODER_CHANNELS)}, got {decoder!r}")
+        in_channels, *block_channels = DECODER_CHANNELS[decoder]
+        self.conv2 = nn.Conv2d(BOTTLENECK_CHANNELS, in_channels, kernel_size=1)
+        blocks = []
+        for skip_channels, out_channels in zip(SKIP_CHANNELS, block_channels):
             blocks.append(UpBlock(in_channels, skip_channels, out_channels))
             in_channels = out_channels
         self.up = nn.ModuleList(blocks)
@@ -138,7 +146,7 @@ class DenseDepth(nn.Module):
             x = (x - self.input_mean) / self.input_std
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_encoder):
             bottleneck, skips = self.encode(x)
-        x = self.conv2(F.relu(bottleneck))  # (B, 1664, H'/32, W'/32)
+        x = self.conv2(F.relu(bottleneck))  # (B, 1664 or 832, H'/32, W'/32)
         for block, skip in zip(self.up, skips):
             x = block(x, skip)
         return self.conv3(x)  # (B, 1, H'/2, W'/2)

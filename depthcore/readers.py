@@ -26,8 +26,8 @@ def open_source(config: Config, path: Path) -> Iterator[tuple[SampleSource, dict
     data = config.data
     if data.source == "densedepth":
         with DenseDepthZip(path) as zipped:
-            splits = densedepth_splits(zipped, data.densedepth.val_fraction, config.seed)
-            provenance = {"source": "densedepth", "split": "scenes", "seed": config.seed, "zip": path.name,
+            splits = densedepth_splits(zipped, data.densedepth.val_fraction, data.seed)
+            provenance = {"source": "densedepth", "split": "scenes", "seed": data.seed, "zip": path.name,
                           "zip_train_pairs": zipped.num_train, "zip_test_pairs": zipped.num_test}
             yield zipped, splits, provenance
         return
@@ -36,10 +36,10 @@ def open_source(config: Config, path: Path) -> Iterator[tuple[SampleSource, dict
         splits = make_splits(
             len(reader),
             split.method,
-            config.seed,
+            data.seed,
             train_fraction=split.train_fraction,
             val_fraction=split.val_fraction,
             official_file=split.official_file,
             official_val_fraction=split.official_val_fraction,
         )
-        yield MatSamples(reader), splits, {"source": data.source, "split": split.method, "seed": config.seed}
+        yield MatSamples(reader), splits, {"source": data.source, "split": split.method, "seed": data.seed}

@@ -22,7 +22,7 @@ def fetch_source(config: Config, root: Path = SOURCE_DIR) -> Path:
     """Produce `data.source`'s file under `root`: render it, or download / verify / link it; returns its path."""
     data, dest = config.data, source_file(config.data.source, root)
     if data.source == "synthetic":
-        return write_synthetic_nyu(dest, data.synthetic.num_images, config.seed, progress=True)
+        return write_synthetic_nyu(dest, data.synthetic.num_images, data.seed, progress=True)
     if data.source == "nyuv2":
         n = data.nyuv2
         return fetch(RemoteFile(n.url, n.sha256, n.size, "data.nyuv2"), dest, local_path=n.path or None)

@@ -67,7 +67,9 @@ def build_model(config: Config) -> DenseDepth:
     """The model of the `model` params, initialised from `seed`; the encoder is frozen only when pretrained."""
     torch.manual_seed(config.seed)
     m = config.model
-    return DenseDepth(m.downsample, pretrained=m.pretrained, freeze_encoder=m.pretrained and m.freeze_encoder)
+    return DenseDepth(
+        m.downsample, decoder=m.decoder, pretrained=m.pretrained, freeze_encoder=m.pretrained and m.freeze_encoder
+    )
 
 
 def build_loss(config: Config) -> DepthLoss:

@@ -31,7 +31,7 @@ def test_a_perfect_low_resolution_ramp_scores_rel_under_half_a_percent():
 def _saved(tmp_path, **overrides):
     config = make_config(**overrides)
     torch.manual_seed(0)
-    model = DenseDepth(config.model.downsample)
+    model = DenseDepth(config.model.downsample, decoder=config.model.decoder)
     save_model(tmp_path / "model.pt", model, config, 3)
     return tmp_path / "model.pt", model, config
 

@@ -30,6 +30,20 @@ TABLE1 = {
     "UP4": (104, 60, 80),
     "CONV3": (1, 60, 80),
 }
+# The half decoder of the authors' Keras code (decode_filters = 1664 / 2, then / 2 per block), by hand: every map
+# after CONV2 has half Table 1's channels, and each concatenation adds the same skip.
+HALF = {
+    **TABLE1,
+    "CONV2": (832, 3, 5),
+    "CONCAT1": (832 + 256, 7, 10),
+    "UP1": (416, 7, 10),
+    "CONCAT2": (416 + 128, 15, 20),
+    "UP2": (208, 15, 20),
+    "CONCAT3": (208 + 64, 30, 40),
+    "UP3": (104, 30, 40),
+    "CONCAT4": (104 + 64, 60, 80),
+    "UP4": (52, 60, 80),
+}
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +52,9 @@ def model() -> DenseDepth:
     return DenseDepth(downsample=True).eval()
 
 
-def test_every_table1_shape_at_480x640(model):
+@pytest.mark.parametrize("decoder, table", [("full", TABLE1), ("half", HALF)])
+def test_every_table1_shape_at_480x640(decoder, table):
+    model = DenseDepth(downsample=True, decoder=decoder).eval()
     seen = {}
 
     def output_hook(name):
@@ -64,8 +80,13 @@ def test_every_table1_shape_at_480x640(model):
         out = model(torch.rand(1, 3, 480, 640))
     for handle in handles:
         handle.remove()
-    assert seen == TABLE1
+    assert seen == table
     assert out.shape == (1, 1, 60, 80)
+
+
+def test_rejects_an_unknown_decoder():
+    with pytest.raises(ValueError, match="expected decoder one of full | half, got 'wide'"):
+        DenseDepth(decoder="wide")
 
 
 def test_output_is_half_resolution_without_downsampling():
