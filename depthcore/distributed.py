@@ -9,22 +9,27 @@ Restarts (`torchrun --max-restarts`): each attempt's processes meet in their own
 (prefix `attempt<TORCHELASTIC_RESTART_COUNT>`), since a gloo group set up again on the keys of a failed attempt
 fails intermittently.
 
-`python -m depthcore.distributed NPROC` prints the number of processes the `train.nproc` value NPROC means here:
-the integer itself, or for `auto` every visible CUDA device, 1 on a machine without one. dvc.yaml's train command
-uses it, because torchrun's own `auto` means every CPU core on a CPU-only machine.
+The train stage is a plain `python stages/train.py`: `relaunch` starts it again under torchrun when `train.nproc`
+means more than one process here (`resolve_nproc`: the integer itself, or for `auto` every visible CUDA device, 1 on
+a machine without one; torchrun's own `auto` would mean every CPU core), so that one process, the CPU's case, pays
+for no launcher.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import shlex
 import signal
 import sys
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
+
+from depthcore.config import ConfigError
 
 STORE_TIMEOUT = timedelta(minutes=30)
 _PR_SET_PDEATHSIG = 1  # Linux prctl option: the signal this process gets when its parent dies
@@ -124,20 +129,23 @@ def resolve_nproc(value: int | str) -> int:
     if value == "auto":
         return max(torch.cuda.device_count(), 1)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:  # not check_int: `auto` is allowed too
-        raise ValueError(f"expected train.nproc to be an integer >= 1 or auto, got {value!r}")
+        raise ConfigError(f"train.nproc: expected an integer >= 1 or auto, got {value!r}")
     return value
 
 
-def _main(argv: list[str]) -> None:
-    """`python -m depthcore.distributed NPROC`: print `resolve_nproc(NPROC)`."""
-    if len(argv) != 1:
-        sys.exit("usage: python -m depthcore.distributed NPROC  (an integer >= 1 or auto)")
-    value = argv[0]
-    try:
-        print(resolve_nproc(value if value == "auto" else int(value)))
-    except ValueError as err:
-        sys.exit(f"error: {err}")
+def relaunch(nproc: int | str, script: str | Path) -> None:
+    """Replace this process with `torchrun --standalone --nproc-per-node=N script` when `nproc` (`train.nproc`) means
+    N > 1 processes here and this process is not already one of a launch; otherwise return at once.
 
-
-if __name__ == "__main__":
-    _main(sys.argv[1:])
+    The command is printed first. The process is replaced (exec), not wrapped: whoever started it (DVC) waits for
+    torchrun and gets its exit status, and a kill reaches torchrun.
+    """
+    if "RANK" in os.environ:
+        return
+    count = resolve_nproc(nproc)
+    if count == 1:
+        return
+    args = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={count}", str(script)]
+    print(f"starting {count} processes: {shlex.join(['torchrun', *args[2:]])}", flush=True)
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, *args])

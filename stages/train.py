@@ -1,5 +1,5 @@
-"""Stage train: fit DenseDepth on the train shards (one process, or many under torchrun), logging losses, loss curves
-and a validation grid with dvclive on rank 0."""
+"""Stage train: fit DenseDepth on the train shards (one process, or `train.nproc` under torchrun, which this script
+starts itself), logging losses, loss curves and a validation grid with dvclive on rank 0."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from depthcore.visualize import loss_curves
 
 def main() -> None:
     config = load_config()
+    distributed.relaunch(config.train.nproc, __file__)
     info = distributed.setup(resolve_device(config.train.device).type)
     try:
         if not info.is_main:

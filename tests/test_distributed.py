@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from depthcore.distributed import Dist, launched, resolve_nproc
+from depthcore.config import ConfigError
+from depthcore.distributed import Dist, launched, relaunch, resolve_nproc
 from depthcore.train import fit
 from tests.helpers import ROOT, tiny_model, tiny_train_config
 
@@ -42,15 +43,23 @@ def test_nproc_auto_is_every_gpu_or_one(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     assert resolve_nproc("auto") == 4 and resolve_nproc(2) == 2
     for bad in (0, True, "two"):
-        with pytest.raises(ValueError, match="expected train.nproc to be an integer >= 1 or auto"):
+        with pytest.raises(ConfigError, match="train.nproc: expected an integer >= 1 or auto"):
             resolve_nproc(bad)
 
 
-def test_the_command_line_prints_the_resolved_count():
-    done = subprocess.run([sys.executable, "-m", "depthcore.distributed", "3"], capture_output=True, text=True)
-    assert done.stdout.strip() == "3"
-    bad = subprocess.run([sys.executable, "-m", "depthcore.distributed", "0"], capture_output=True, text=True)
-    assert bad.returncode != 0 and "expected train.nproc" in bad.stderr
+def test_relaunch_starts_torchrun_only_for_several_processes(monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(os, "execv", lambda path, argv: calls.append((path, argv)))
+    monkeypatch.delenv("RANK", raising=False)
+    relaunch(1, "stages/train.py")
+    assert calls == []  # one process: this one
+    relaunch(2, "stages/train.py")
+    assert calls == [(sys.executable, [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                       "--nproc-per-node=2", "stages/train.py"])]  # fmt: skip
+    assert "starting 2 processes: torchrun --standalone --nproc-per-node=2 stages/train.py" in capsys.readouterr().out
+    monkeypatch.setenv("RANK", "0")
+    relaunch(2, "stages/train.py")
+    assert len(calls) == 1  # a process of a launch is never relaunched
 
 
 def torchrun(nproc: int, args: list, *extra: str) -> subprocess.Popen:

@@ -2,8 +2,9 @@
 tree, and what users do next: a variant with `dvc metrics diff`, a killed run resumed, a team's DVC remote, a queued
 sweep, two processes under torchrun, DenseDepth's zip layout, and a bad param.
 
-One repository (`pipeline`, module scope) runs the default pipeline once; the other tests clone it and share its DVC
-cache, so that what it computed is not computed again.
+One repository (`pipeline`, module scope) runs the default pipeline once; the tests that use it clone it and share its
+DVC cache, so that what it computed is not computed again. Under pytest-xdist they form two groups, each run in one
+worker process that makes its own `pipeline`, so that the two halves of this module run side by side.
 """
 
 from __future__ import annotations
@@ -99,6 +100,7 @@ def pipeline(tmp_path_factory) -> Path:
     shutil.rmtree(repo.parent)  # about 1 GB of weights, checkpoint and DVC cache
 
 
+@pytest.mark.xdist_group("pipeline-a")
 def test_repro_writes_numbers_only_metrics_with_their_provenance_beside(pipeline):
     evaluation = json.loads((pipeline / "metrics/eval.json").read_text())
     info = json.loads((pipeline / "metrics/eval_info.json").read_text())
@@ -128,6 +130,7 @@ def test_repro_writes_numbers_only_metrics_with_their_provenance_beside(pipeline
     assert run(["git", "status", "--porcelain"], pipeline).stdout == ""  # dvc_plots/ is ignored
 
 
+@pytest.mark.xdist_group("pipeline-a")
 def test_a_variant_shows_in_metrics_diff(pipeline, tmp_path):
     repo = clone(pipeline, tmp_path / "variant")
     dvc("exp", "run", "-S", "model.downsample=false", "-S", "train.epochs=1", cwd=repo)
@@ -138,6 +141,7 @@ def test_a_variant_shows_in_metrics_diff(pipeline, tmp_path):
     assert "metrics/baselines.json" not in diff  # reference material, not an experiment metric
 
 
+@pytest.mark.xdist_group("pipeline-b")
 def test_training_killed_mid_epoch_resumes_to_the_same_metrics(pipeline, tmp_path):
     killed = make_repo(tmp_path / "killed", TINY)  # its own cache: nothing to restore, it must train
     dvc("repro", "shard", cwd=killed)
@@ -157,6 +161,7 @@ def test_training_killed_mid_epoch_resumes_to_the_same_metrics(pipeline, tmp_pat
     assert (killed / "metrics/eval.json").read_text() == (pipeline / "metrics/eval.json").read_text()
 
 
+@pytest.mark.xdist_group("pipeline-b")
 def test_a_team_shares_results_through_a_remote(pipeline, tmp_path):
     """Push, pull into a clean clone: nothing to run. Then two processes on a fresh clone, and params set back to the
     run pulled: DVC restores it from the run cache instead of training."""
@@ -171,7 +176,7 @@ def test_a_team_shares_results_through_a_remote(pipeline, tmp_path):
     assert "Running stage" not in dvc("repro", cwd=repo)
 
     log = dvc("exp", "run", "-S", "train.nproc=2", "-S", "train.epochs=1", cwd=repo)
-    assert "--nproc-per-node=$(python -m depthcore.distributed 2)" in log
+    assert "starting 2 processes: torchrun --standalone --nproc-per-node=2 stages/train.py" in log
     assert log.count("training on cpu") == 1 and log.count("epoch 1/1: train loss") == 1  # rank 0 alone reports
     assert json.loads((repo / "dvclive/metrics.json").read_text())["step"] == 0  # one epoch, logged once
     assert (repo / "models/model.pt").is_file()
@@ -181,6 +186,7 @@ def test_a_team_shares_results_through_a_remote(pipeline, tmp_path):
     assert (repo / "metrics/eval.json").read_text() == (pipeline / "metrics/eval.json").read_text()
 
 
+@pytest.mark.xdist_group("pipeline-a")
 def test_a_queued_sweep_trains_each_experiment_from_its_own_params(pipeline, tmp_path):
     repo = clone(pipeline, tmp_path / "sweep")
     dvc("exp", "run", "--queue", "-S", "train.lr=1e-4,5e-4", cwd=repo)
@@ -246,10 +252,10 @@ def write_zip_by_hand(path: Path, scenes: int, frames: int, tests: int) -> None:
         zf.writestr("data/nyu2_test.csv", "\n".join(test_csv) + "\n")
 
 
-def test_densedepth_zip_goes_through_the_pipeline(pipeline, tmp_path):
+def test_densedepth_zip_goes_through_the_pipeline(tmp_path):
     archive = tmp_path / "nyu_data.zip"
     write_zip_by_hand(archive, scenes=4, frames=2, tests=2)
-    repo = clone(pipeline, tmp_path / "zip")
+    repo = make_repo(tmp_path / "zip", TINY)  # nothing of the default run is reused: its own repository
     dvc("exp", "run", "-S", "data.source=densedepth", "-S", f"data.densedepth.path={archive}",
         "-S", "data.densedepth.val_fraction=0.25", "-S", "train.epochs=1", cwd=repo)  # fmt: skip
     info = json.loads((repo / "metrics/eval_info.json").read_text())
