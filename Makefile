@@ -17,9 +17,13 @@ install: $(STAMP)
 repro: $(STAMP)
 	dvc repro
 
+# The tests in TEST_WORKERS processes (pytest-xdist), each with its share of the cores (tests/conftest.py); the
+# pipeline tests that share one repository run in one process (`xdist_group`). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
 	ruff check --no-cache .
-	python -m pytest
+	python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 lint: $(STAMP)
 	ruff check --no-cache .

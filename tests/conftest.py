@@ -1,10 +1,17 @@
-"""Shared fixtures: a tiny synthetic .mat and its shards. Helpers that tests import live in tests/helpers.py."""
+"""Shared fixtures: a tiny synthetic .mat and its shards. Helpers that tests import live in tests/helpers.py.
+
+Under pytest-xdist (`make test` runs 2 workers) each worker, and every process it starts (DVC stages, torchrun),
+computes on its share of the cores: two workers that each ran as many threads as there are cores would oversubscribe
+them, and a thread waiting for a descheduled sibling makes a step many times slower.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from depthcore.nyu import NyuMat
 from depthcore.shards import MatSamples, write_shards
@@ -12,6 +19,13 @@ from depthcore.splits import make_splits
 from depthcore.synthetic import write_synthetic_nyu
 
 TINY_IMAGES = 8  # split 4 train / 2 val / 2 test
+
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    _THREADS = max(1, _CORES // _WORKERS)
+    os.environ["OMP_NUM_THREADS"] = str(_THREADS)  # for the processes tests start
+    torch.set_num_threads(_THREADS)
 
 
 @pytest.fixture(scope="session")
