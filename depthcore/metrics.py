@@ -168,7 +168,9 @@ def _ssim(pred: torch.Tensor, gt: torch.Tensor, data_ranges: tuple[float, ...]) 
     coords = torch.arange(SSIM_WINDOW, dtype=torch.float64) - SSIM_WINDOW // 2
     window = torch.exp(-(coords**2) / (2 * SSIM_SIGMA**2))
     window = (window / window.sum()).to(pred.dtype)
-    maps = torch.stack([pred, gt, pred * pred, gt * gt, pred * gt], dim=1)  # (B, 5, H, W)
+    # (B, 5, H, W), stored channels-last: PyTorch's CPU depthwise convolution is about ten times faster on that layout
+    # than on contiguous maps, with the same values (benchmarks/evaluate.py)
+    maps = torch.stack([pred, gt, pred * pred, gt * gt, pred * gt], dim=1).contiguous(memory_format=torch.channels_last)
     maps = F.conv2d(maps, window.view(1, 1, -1, 1).expand(5, 1, -1, 1), groups=5)  # blur down the rows
     mu_p, mu_g, e_pp, e_gg, e_pg = F.conv2d(maps, window.view(1, 1, 1, -1).expand(5, 1, 1, -1), groups=5).unbind(1)
     var_p, var_g, cov = e_pp - mu_p**2, e_gg - mu_g**2, e_pg - mu_p * mu_g
