@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import DenseNet169_Weights, densenet169
 
+from depthcore.checks import check_choice
 from depthcore.errors import DepthcoreError
 from depthcore.files import sha256_file
 
@@ -103,9 +104,7 @@ class DenseDepth(nn.Module):
         normalize = pretrained if imagenet_normalize is None else imagenet_normalize
         for name, values in (("input_mean", IMAGENET_MEAN), ("input_std", IMAGENET_STD)):  # None: no buffer saved
             self.register_buffer(name, torch.tensor(values).view(1, 3, 1, 1) if normalize else None)
-        if decoder not in DECODER_CHANNELS:
-            raise ValueError(f"expected decoder one of {' | '.join(DECODER_CHANNELS)}, got {decoder!r}")
-        in_channels, *block_channels = DECODER_CHANNELS[decoder]
+        in_channels, *block_channels = DECODER_CHANNELS[check_choice("decoder", decoder, DECODER_CHANNELS)]
         self.conv2 = nn.Conv2d(BOTTLENECK_CHANNELS, in_channels, kernel_size=1)
         blocks = []
         for skip_channels, out_channels in zip(SKIP_CHANNELS, block_channels):

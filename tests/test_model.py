@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 
 import pytest
@@ -85,7 +86,7 @@ def test_every_table1_shape_at_480x640(decoder, table):
 
 
 def test_rejects_an_unknown_decoder():
-    with pytest.raises(ValueError, match="expected decoder one of full | half, got 'wide'"):
+    with pytest.raises(ValueError, match=re.escape("expected decoder to be one of full | half, got 'wide'")):
         DenseDepth(decoder="wide")
 
 
