@@ -2,9 +2,9 @@
 tree, and what users do next: a variant with `dvc metrics diff`, a killed run resumed, a team's DVC remote, a queued
 sweep, two processes under torchrun, DenseDepth's zip layout, and a bad param.
 
-One repository (`pipeline`, module scope) runs the default pipeline once; the tests that use it clone it and share its
-DVC cache, so that what it computed is not computed again. Under pytest-xdist they form two groups, each run in one
-worker process that makes its own `pipeline`, so that the two halves of this module run side by side.
+One repository (`pipeline`) runs the default pipeline once; the tests that use it clone it and share its DVC cache, so
+that what it computed is not computed again. Under pytest-xdist they form two groups, each run in one worker process,
+so that the two halves of this module run side by side; each worker that runs one makes its own `pipeline`.
 """
 
 from __future__ import annotations
@@ -90,9 +90,10 @@ def clone(source: Path, dest: Path) -> Path:
     return dest
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def pipeline(tmp_path_factory) -> Path:
-    """The default pipeline, run once on TINY params and committed with its dvc.lock and metrics."""
+    """The default pipeline, run once on TINY params and committed with its dvc.lock and metrics (session scope: a
+    pytest-xdist worker may run other modules' tests between this module's, which would end a module-scope fixture)."""
     repo = make_repo(tmp_path_factory.mktemp("pipeline") / "repo", TINY)
     dvc("repro", cwd=repo)
     commit(repo, "baseline run")
@@ -176,7 +177,7 @@ def test_a_team_shares_results_through_a_remote(pipeline, tmp_path):
     assert "Running stage" not in dvc("repro", cwd=repo)
 
     log = dvc("exp", "run", "-S", "train.nproc=2", "-S", "train.epochs=1", cwd=repo)
-    assert "starting 2 processes: torchrun --standalone --nproc-per-node=2 stages/train.py" in log
+    assert "starting 2 processes: torchrun --standalone --nproc-per-node=2 " in log  # then the script's path
     assert log.count("training on cpu") == 1 and log.count("epoch 1/1: train loss") == 1  # rank 0 alone reports
     assert json.loads((repo / "dvclive/metrics.json").read_text())["step"] == 0  # one epoch, logged once
     assert (repo / "models/model.pt").is_file()
