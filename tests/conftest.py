@@ -22,8 +22,7 @@ TINY_IMAGES = 8  # split 4 train / 2 val / 2 test
 
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _WORKERS > 1:
-    _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    _THREADS = max(1, _CORES // _WORKERS)
+    _THREADS = max(1, torch.get_num_threads() // _WORKERS)  # torch's default: one thread per usable core
     os.environ["OMP_NUM_THREADS"] = str(_THREADS)  # for the processes tests start
     torch.set_num_threads(_THREADS)
 
