@@ -17,8 +17,10 @@ install: $(STAMP)
 repro: $(STAMP)
 	dvc repro
 
-# The tests in TEST_WORKERS processes (pytest-xdist), each with its share of the cores (tests/conftest.py); the
-# pipeline tests that share one repository run in one process (`xdist_group`). TEST_WORKERS=0: one process.
+# The tests in TEST_WORKERS processes (pytest-xdist), each with its share of the cores (tests/conftest.py), slow tests
+# first. No test is marked with a group, so `--dist loadgroup` hands out a few tests at a time to whichever worker is
+# free; plain `--dist load` sends them out in large round-robin batches and was far slower here (README, Tests).
+# TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
 
 test: $(STAMP)

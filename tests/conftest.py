@@ -2,12 +2,15 @@
 
 Under pytest-xdist (`make test` runs 2 workers) each worker, and every process it starts (DVC stages, torchrun),
 computes on its share of the cores: two workers that each ran as many threads as there are cores would oversubscribe
-them, and a thread waiting for a descheduled sibling makes a step many times slower.
+them, and a thread waiting for a descheduled sibling makes a step many times slower. The main process makes a folder
+for the whole run, in which runs that several tests compare against are built once (tests/helpers.built_once).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,7 @@ from depthcore.nyu import NyuMat
 from depthcore.shards import MatSamples, write_shards
 from depthcore.splits import make_splits
 from depthcore.synthetic import write_synthetic_nyu
+from tests.helpers import SHARED_ENV
 
 TINY_IMAGES = 8  # split 4 train / 2 val / 2 test
 
@@ -41,3 +45,21 @@ def tiny_shards(tmp_path_factory, tiny_mat) -> Path:
         splits = make_splits(len(reader), "random", 0, train_fraction=0.5, val_fraction=0.25)
         write_shards(MatSamples(reader), splits, out, 2, {"source": "synthetic", "split": "random", "seed": 0})
     return out
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first (a stable sort), so that under pytest-xdist the long ones start early and the short ones fill
+    in around them, instead of one long test running alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The run's shared folder (tests/helpers.built_once), made by the main process before pytest-xdist starts its
+    workers, which inherit its path."""
+    if not hasattr(config, "workerinput"):
+        os.environ[SHARED_ENV] = tempfile.mkdtemp(prefix="depthcore-tests-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):
+        shutil.rmtree(os.environ.pop(SHARED_ENV), ignore_errors=True)

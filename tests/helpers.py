@@ -1,8 +1,13 @@
-"""Helpers shared by the tests: configs built from the committed params.yaml, and the package's import graph."""
+"""Helpers shared by the tests: configs built from the committed params.yaml, the package's import graph, and runs
+built once for every test process."""
 
 from __future__ import annotations
 
 import ast
+import fcntl
+import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -12,6 +17,23 @@ from depthcore.config import Config, build
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "depthcore"
+SHARED_ENV = "DEPTHCORE_TEST_SHARED"  # a folder for the whole test run, made and removed by tests/conftest.py
+
+
+def built_once(name: str, build: Callable[[Path], None]) -> Path:
+    """The folder `name` in the test run's shared folder, filled by `build(folder)` in the first test process that asks
+    for it; every other process (pytest-xdist worker) waits for that and then uses the same folder, which tests must
+    not change. A build that raises is not marked as built: the next process to ask starts it afresh."""
+    root = Path(os.environ[SHARED_ENV])
+    folder, built = root / name, root / f"{name}.built"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not built.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            built.touch()
+    return folder
 
 
 def make_config(**overrides) -> Config:

@@ -16,7 +16,7 @@ import torch
 from depthcore.config import ConfigError
 from depthcore.distributed import Dist, launched, relaunch, resolve_nproc
 from depthcore.train import fit
-from tests.helpers import ROOT, tiny_model, tiny_train_config
+from tests.helpers import ROOT, built_once, tiny_model, tiny_train_config
 
 WORKER = ROOT / "tests" / "ddp_worker.py"
 
@@ -79,27 +79,35 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, weights_only=True)["model"]
 
 
+EPOCHS = 4  # 2 steps per epoch per process on the 4 tiny training images
+
+
+@pytest.fixture(scope="session")
+def two_processes(tiny_shards) -> Path:
+    """The folder of an uninterrupted run of 2 gloo processes of batch 1 for EPOCHS epochs under torchrun, which both
+    tests below compare against: run once for the whole test run (tests/helpers.built_once)."""
+    return built_once("two-processes", lambda folder: finish(torchrun(2, [tiny_shards, folder, 1, EPOCHS])))
+
+
 @pytest.mark.slow
-def test_two_processes_train_as_one_with_twice_the_batch(tmp_path, tiny_shards):
-    """One epoch on 4 images: 2 gloo processes of batch 1 against one process of batch 2 (no BatchNorm in the tiny
-    network, so nothing but the gradient average couples the processes); and torchrun with 1 process is a plain run."""
-    finish(torchrun(2, [tiny_shards, tmp_path / "ddp", 1, 1]))
+def test_two_processes_train_as_one_with_twice_the_batch(tmp_path, tiny_shards, two_processes):
+    """2 processes of batch 1 against one process of batch 2 (no BatchNorm in the tiny network, so nothing but the
+    gradient average couples the processes); and torchrun with 1 process is a plain run."""
     single = tmp_path / "single"
-    config = tiny_train_config(**{"train.batch_size": 2, "train.epochs": 1})
+    config = tiny_train_config(**{"train.batch_size": 2, "train.epochs": EPOCHS})
     fit(config, tiny_shards, single / "model.pt", single / "checkpoint.pt", lambda r, g: None, build=tiny_model)
-    ddp, one = weights(tmp_path / "ddp" / "model.pt"), weights(single / "model.pt")
+    ddp, one = weights(two_processes / "model.pt"), weights(single / "model.pt")
     assert all((ddp[k] - one[k]).abs().max() < 1e-5 for k in one)
 
-    finish(torchrun(1, [tiny_shards, tmp_path / "torchrun1", 2, 1]))
+    finish(torchrun(1, [tiny_shards, tmp_path / "torchrun1", 2, EPOCHS]))
     assert (tmp_path / "torchrun1" / "model.pt").read_bytes() == (single / "model.pt").read_bytes()
 
 
 @pytest.mark.slow
-def test_a_killed_worker_is_restarted_and_the_run_ends_as_an_uninterrupted_one(tmp_path, tiny_shards):
-    epochs, step_seconds = 4, 0.4  # 2 steps per epoch per process: about a second an epoch
-    finish(torchrun(2, [tiny_shards, tmp_path / "whole", 1, epochs]))
+def test_a_killed_worker_is_restarted_and_the_run_ends_as_an_uninterrupted_one(tmp_path, tiny_shards, two_processes):
+    step_seconds = 0.4  # about a second an epoch
     out = tmp_path / "killed"
-    proc = torchrun(2, [tiny_shards, out, 1, epochs, step_seconds], "--max-restarts=1")
+    proc = torchrun(2, [tiny_shards, out, 1, EPOCHS, step_seconds], "--max-restarts=1")
     checkpoint, deadline = out / "checkpoint.pt", time.monotonic() + 120
     while not checkpoint.exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
@@ -109,6 +117,6 @@ def test_a_killed_worker_is_restarted_and_the_run_ends_as_an_uninterrupted_one(t
     assert (out / "pids" / "rank1.attempt1").exists(), "torchrun did not restart the workers"
     assert "resuming from" in output  # the restarted workers went on from the checkpoint
     resumed = torch.load(checkpoint, weights_only=True)["history"]
-    assert len(resumed) == epochs
-    whole, again = weights(tmp_path / "whole" / "model.pt"), weights(out / "model.pt")
+    assert len(resumed) == EPOCHS
+    whole, again = weights(two_processes / "model.pt"), weights(out / "model.pt")
     assert all(torch.equal(whole[k], again[k]) for k in whole)

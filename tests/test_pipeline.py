@@ -2,9 +2,9 @@
 tree, and what users do next: a variant with `dvc metrics diff`, a killed run resumed, a team's DVC remote, a queued
 sweep, two processes under torchrun, DenseDepth's zip layout, and a bad param.
 
-One repository (`pipeline`) runs the default pipeline once; the tests that use it clone it and share its DVC cache, so
-that what it computed is not computed again. Under pytest-xdist they form two groups, each run in one worker process,
-so that the two halves of this module run side by side; each worker that runs one makes its own `pipeline`.
+One repository (`pipeline`) runs the default pipeline once for the whole test run, whichever pytest-xdist worker asks
+first (tests/helpers.built_once); the tests that use it clone it and share its DVC cache, so that what it computed is
+not computed again. Only the first test runs DVC in the repository itself.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from PIL import Image
 from depthcore.config import Config, build
 from depthcore.metrics import METRIC_KEYS, PROTOCOLS
 from depthcore.report import params_hash
-from tests.helpers import ROOT
+from tests.helpers import ROOT, built_once
 
 pytestmark = pytest.mark.slow
 
@@ -91,17 +91,17 @@ def clone(source: Path, dest: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def pipeline(tmp_path_factory) -> Path:
-    """The default pipeline, run once on TINY params and committed with its dvc.lock and metrics (session scope: a
-    pytest-xdist worker may run other modules' tests between this module's, which would end a module-scope fixture)."""
-    repo = make_repo(tmp_path_factory.mktemp("pipeline") / "repo", TINY)
-    dvc("repro", cwd=repo)
-    commit(repo, "baseline run")
-    yield repo
-    shutil.rmtree(repo.parent)  # about 1 GB of weights, checkpoint and DVC cache
+def pipeline() -> Path:
+    """The default pipeline, run on TINY params and committed with its dvc.lock and metrics."""
+
+    def run_default(folder: Path) -> None:
+        repo = make_repo(folder / "repo", TINY)
+        dvc("repro", cwd=repo)
+        commit(repo, "baseline run")
+
+    return built_once("pipeline", run_default) / "repo"
 
 
-@pytest.mark.xdist_group("pipeline-a")
 def test_repro_writes_numbers_only_metrics_with_their_provenance_beside(pipeline):
     evaluation = json.loads((pipeline / "metrics/eval.json").read_text())
     info = json.loads((pipeline / "metrics/eval_info.json").read_text())
@@ -131,7 +131,6 @@ def test_repro_writes_numbers_only_metrics_with_their_provenance_beside(pipeline
     assert run(["git", "status", "--porcelain"], pipeline).stdout == ""  # dvc_plots/ is ignored
 
 
-@pytest.mark.xdist_group("pipeline-a")
 def test_a_variant_shows_in_metrics_diff(pipeline, tmp_path):
     repo = clone(pipeline, tmp_path / "variant")
     dvc("exp", "run", "-S", "model.downsample=false", "-S", "train.epochs=1", cwd=repo)
@@ -142,10 +141,14 @@ def test_a_variant_shows_in_metrics_diff(pipeline, tmp_path):
     assert "metrics/baselines.json" not in diff  # reference material, not an experiment metric
 
 
-@pytest.mark.xdist_group("pipeline-b")
-def test_training_killed_mid_epoch_resumes_to_the_same_metrics(pipeline, tmp_path):
-    killed = make_repo(tmp_path / "killed", TINY)  # its own cache: nothing to restore, it must train
-    dvc("repro", "shard", cwd=killed)
+def test_training_killed_mid_epoch_resumes_to_the_same_model(pipeline, tmp_path):
+    """A clone with its own DVC cache, given the default run's data but not its model (nothing to restore: it must
+    train), is killed during epoch 2; the next `dvc repro` resumes from the checkpoint of epoch 1 and writes the
+    uninterrupted run's model."""
+    killed = tmp_path / "killed"
+    run(["git", "clone", "-q", str(pipeline), str(killed)], tmp_path)
+    shutil.copytree(pipeline / "data", killed / "data")
+    dvc("commit", "--force", "download", "shard", cwd=killed)  # the data into this clone's cache
     proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=killed, env=ENV, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     checkpoint = killed / "models/checkpoint.pt"
@@ -159,16 +162,16 @@ def test_training_killed_mid_epoch_resumes_to_the_same_metrics(pipeline, tmp_pat
 
     log = dvc("repro", cwd=killed)
     assert "resuming from models/checkpoint.pt after epoch 1" in log
-    assert (killed / "metrics/eval.json").read_text() == (pipeline / "metrics/eval.json").read_text()
+    assert (killed / "models/model.pt").read_bytes() == (pipeline / "models/model.pt").read_bytes()
+    assert run(["git", "status", "--porcelain"], killed).stdout == ""  # dvc.lock and the metrics as committed
 
 
-@pytest.mark.xdist_group("pipeline-b")
 def test_a_team_shares_results_through_a_remote(pipeline, tmp_path):
     """Push, pull into a clean clone: nothing to run. Then two processes on a fresh clone, and params set back to the
     run pulled: DVC restores it from the run cache instead of training."""
-    remote = tmp_path / "remote"
-    dvc("remote", "add", "--local", "-d", "team", str(remote), cwd=pipeline)
-    dvc("push", "--run-cache", cwd=pipeline)
+    remote, source = tmp_path / "remote", clone(pipeline, tmp_path / "source")  # pushes the shared cache
+    dvc("remote", "add", "--local", "-d", "team", str(remote), cwd=source)
+    dvc("push", "--run-cache", cwd=source)
     repo = tmp_path / "clone"
     run(["git", "clone", "-q", str(pipeline), str(repo)], tmp_path)
     dvc("remote", "add", "--local", "-d", "team", str(remote), cwd=repo)
@@ -187,17 +190,19 @@ def test_a_team_shares_results_through_a_remote(pipeline, tmp_path):
     assert (repo / "metrics/eval.json").read_text() == (pipeline / "metrics/eval.json").read_text()
 
 
-@pytest.mark.xdist_group("pipeline-a")
-def test_a_queued_sweep_trains_each_experiment_from_its_own_params(pipeline, tmp_path):
+def test_a_queued_sweep_runs_each_experiment_from_its_own_params(pipeline, tmp_path):
+    """Two queued experiments: one trains with a new learning rate; the other has the committed run's params, which
+    DVC restores from the run cache. Each experiment's evaluation must name the params it was run with."""
     repo = clone(pipeline, tmp_path / "sweep")
-    dvc("exp", "run", "--queue", "-S", "train.lr=1e-4,5e-4", cwd=repo)
+    committed = yaml.safe_load((repo / "params.yaml").read_text())["train"]["lr"]
+    dvc("exp", "run", "--queue", "-S", f"train.lr=1e-4,{committed}", cwd=repo)
     dvc("queue", "start", cwd=repo)
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline:
         status = dvc("queue", "status", cwd=repo)
         if "Queued" not in status and "Running" not in status:
             break
-        time.sleep(2)
+        time.sleep(0.5)
     assert status.count("Success") == 2, status
     refs = run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], repo).stdout.split()
     lrs = set()
@@ -206,7 +211,7 @@ def test_a_queued_sweep_trains_each_experiment_from_its_own_params(pipeline, tmp
         info = json.loads(run(["git", "show", f"{ref}:metrics/eval_info.json"], repo).stdout)
         assert info["provenance"]["params_sha256"] == params_hash(build(Config, params))
         lrs.add(float(params["train"]["lr"]))
-    assert lrs == {1e-4, 5e-4}
+    assert lrs == {1e-4, float(committed)}
 
 
 def _png(array: np.ndarray) -> bytes:
