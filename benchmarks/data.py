@@ -1,5 +1,5 @@
 """Speed and memory of the data path: rendering, sharding and the augmented loader, on the NYU .mat layout or on
-DenseDepth's zip.
+DenseDepth's zip. One script of over 300 lines: both modes share its steps, its child-process runner and its tables.
 
 Each step runs in its own Python process so that its peak RSS (`ru_maxrss`) is its own; "growth" is that peak
 minus the process's peak after its imports, i.e. what the step itself added. Sharding goes through
