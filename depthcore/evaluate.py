@@ -31,6 +31,8 @@ from depthcore.progress import bar
 
 #: The random-guess baseline of the report: every pixel uniform in (0, RANDOM_GUESS_MAX] metres.
 RANDOM_GUESS_MAX = MAX_DEPTH
+#: The params `evaluate_baselines` reads (dvc.yaml's params of the baselines stage; tests/test_dvc_deps.py checks).
+BASELINE_PARAMS = ("data.seed", "eval", "model.downsample")
 NO_RAW_DEPTH = "the data source has no raw depth, which this protocol's ground truth is"
 
 #: batch dict -> depth (B, 1, H, W) metres at the ground truth's resolution.

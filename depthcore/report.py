@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,16 +51,26 @@ def write_json(path: Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
-def provenance(config: Config, manifest: dict) -> dict[str, Any]:
+def provenance(config: Config, manifest: dict, params: Sequence[str] | None = None) -> dict[str, Any]:
     """Where a metrics record comes from: the shards' provenance (data source, split method, seed, and for a zip its
-    name and pair counts), the number of test images, and a hash of all params (`params_hash`)."""
+    name and pair counts), the number of test images, and a hash of the params that made it (`params_hash`)."""
     counts = {"num_test_images": manifest["counts"]["test"]}
-    return {**manifest["provenance"], **counts, "params_sha256": params_hash(config)}
+    return {**manifest["provenance"], **counts, "params_sha256": params_hash(config, params)}
 
 
-def params_hash(config: Config) -> str:
-    """The first 16 hex digits of the SHA-256 of every param, resolved (a run can be told from its metrics)."""
-    return hashlib.sha256(json.dumps(as_dict(config), sort_keys=True).encode()).hexdigest()[:16]
+def params_hash(config: Config, params: Sequence[str] | None = None) -> str:
+    """The first 16 hex digits of the SHA-256 of the resolved params (a run can be told from its metrics): all of
+    them, or only the sections and keys named in `params` ("eval", "model.downsample"), those a stage reads."""
+    resolved = as_dict(config)
+    if params is not None:
+        resolved = {name: _lookup(resolved, name) for name in params}
+    return hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _lookup(resolved: dict, dotted: str) -> Any:
+    for key in dotted.split("."):
+        resolved = resolved[key]
+    return resolved
 
 
 def comparability(protocol: str, origin: dict[str, Any]) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from depthcore.config import load_config
 from depthcore.errors import run_main
-from depthcore.evaluate import evaluate_baselines
+from depthcore.evaluate import BASELINE_PARAMS, evaluate_baselines
 from depthcore.paths import BASELINES, BASELINES_INFO, SHARDS
 from depthcore.report import info_record, metrics_record, provenance, write_json
 from depthcore.shards import read_manifest
@@ -14,7 +14,8 @@ def main() -> None:
     config = load_config()
     results, unusable = evaluate_baselines(config, SHARDS)
     protocols = list(next(iter(results.values())))
-    write_json(BASELINES_INFO, info_record(provenance(config, read_manifest(SHARDS)), protocols, unusable))
+    origin = provenance(config, read_manifest(SHARDS), BASELINE_PARAMS)  # its hash: of the params it reads
+    write_json(BASELINES_INFO, info_record(origin, protocols, unusable))
     write_json(BASELINES, {name: metrics_record(accumulators) for name, accumulators in results.items()})
 
 

@@ -1,12 +1,13 @@
 """dvc.yaml's code deps follow the imports: every stage lists exactly the depthcore modules its script needs, so a
 change to any of them reruns the stage (and nothing it does not use); the checkpoint fingerprint covers the training
-code the same way."""
+code the same way, and the baselines' provenance hash the params that stage depends on."""
 
 from __future__ import annotations
 
 import pytest
 import yaml
 
+from depthcore.evaluate import BASELINE_PARAMS
 from depthcore.train import TRAINING_CODE
 from tests.helpers import PACKAGE, ROOT, import_closure
 
@@ -34,3 +35,7 @@ def test_fingerprint_covers_the_training_code():
     closure = import_closure(ROOT / PACKAGE / "train.py") | {"train"}
     assert set(TRAINING_CODE) == closure - NOT_TRAINING_CODE
     assert NOT_TRAINING_CODE <= closure  # the exemptions are real imports, each argued above
+
+
+def test_the_baselines_provenance_hashes_the_params_the_stage_depends_on():
+    assert STAGES["baselines"]["params"] == list(BASELINE_PARAMS)

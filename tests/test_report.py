@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
+from depthcore.evaluate import BASELINE_PARAMS
 from depthcore.metrics import METRIC_KEYS, PROTOCOLS, MetricAccumulator
 from depthcore.report import (
     RECORD_KEYS,
@@ -15,8 +16,9 @@ from depthcore.report import (
     comparison_table,
     info_record,
     metrics_record,
+    params_hash,
 )
-from tests.helpers import ROOT
+from tests.helpers import ROOT, make_config
 
 SYNTHETIC = {"source": "synthetic", "split": "random", "num_test_images": 1, "params_sha256": "0" * 16}
 
@@ -87,3 +89,14 @@ def test_the_reports_published_mssim_sits_in_the_column_it_was_measured_in():
     published = pd.read_csv(ROOT / "references/published_nyuv2.csv").set_index("method")
     assert published.loc["random guess, as reported", "mssim_255"] == 0.745
     assert published["mssim"].isna().all()  # no published mSSIM was measured with a 10 m data range
+
+
+def test_a_stage_hash_moves_only_with_the_params_it_reads():
+    base = make_config()
+    trained_longer = make_config(**{"train.epochs": 9, "train.lr": 1e-3})
+    for changed in ({"model.downsample": False}, {"eval.batch_size": 3}, {"data.seed": 5}):
+        other = make_config(**changed)
+        assert params_hash(other, BASELINE_PARAMS) != params_hash(base, BASELINE_PARAMS), changed
+        assert params_hash(other) != params_hash(base), changed
+    assert params_hash(trained_longer, BASELINE_PARAMS) == params_hash(base, BASELINE_PARAMS)
+    assert params_hash(trained_longer) != params_hash(base)  # the whole-run hash (eval_info) does move
