@@ -191,8 +191,8 @@ def test_a_team_shares_results_through_a_remote(pipeline, tmp_path):
 
 
 def test_a_queued_sweep_runs_each_experiment_from_its_own_params(pipeline, tmp_path):
-    """Two queued experiments: one trains with a new learning rate; the other has the committed run's params, which
-    DVC restores from the run cache. Each experiment's evaluation must name the params it was run with."""
+    """Two queued experiments: one trains with a new learning rate; the other has the committed run's params, whose
+    stages DVC does not rerun. Each experiment's evaluation must name the params it was run with."""
     repo = clone(pipeline, tmp_path / "sweep")
     committed = yaml.safe_load((repo / "params.yaml").read_text())["train"]["lr"]
     dvc("exp", "run", "--queue", "-S", f"train.lr=1e-4,{committed}", cwd=repo)
