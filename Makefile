@@ -19,7 +19,7 @@ repro: $(STAMP)
 
 # The tests in TEST_WORKERS processes (pytest-xdist), each with its share of the cores (tests/conftest.py), slow tests
 # first. No test is marked with a group, so `--dist loadgroup` hands out a few tests at a time to whichever worker is
-# free; plain `--dist load` sends them out in large round-robin batches and was far slower here (README, Tests).
+# free; plain `--dist load` sends them out in large round-robin batches and was far slower here (docs/testing.md).
 # TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
 

@@ -21,10 +21,10 @@ import torch
 
 from depthcore.config import Config, TrainConfig, load_config
 from depthcore.device import CPU_BF16_FLAGS, CPUINFO, Runtime, resolve_runtime
-from depthcore.nyu import NyuMat
-from depthcore.shards import MatSamples, write_shards
+from depthcore.shards import write_shards
+from depthcore.sources.nyu_mat import MatSamples, NyuMat
+from depthcore.sources.synthetic import write_synthetic_nyu
 from depthcore.splits import make_splits
-from depthcore.synthetic import write_synthetic_nyu
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 MIB = 1024  # ru_maxrss is in KiB on Linux

@@ -1,9 +1,9 @@
 """Speed and memory of the data path: rendering, sharding and the augmented loader, on the NYU .mat layout or on
-DenseDepth's zip. One script of over 300 lines: both modes share its steps, its child-process runner and its tables.
+DenseDepth's zip. One script: both modes share its steps, its child-process runner and its tables.
 
 Each step runs in its own Python process so that its peak RSS (`ru_maxrss`) is its own; "growth" is that peak
-minus the process's peak after its imports, i.e. what the step itself added. Sharding goes through
-`depthcore.readers.open_source` and `depthcore.shards.write_shards`, as the shard stage does (params.yaml's splits);
+minus the process's peak after its imports, i.e. what the step itself added. Sharding goes through the source
+registry (`depthcore.sources`) and `depthcore.shards.write_shards`, as the shard stage does (params.yaml's splits);
 "traced" is the peak of Python and numpy allocations (tracemalloc) during `write_shards`: the writer's own memory,
 which must not depend on the number of images. Loader rows build the train split's `ShardDataset` (augmented, which
 verifies each train shard's SHA-256 against the manifest: once per training run, timed apart), then time one whole
@@ -17,7 +17,8 @@ with each of `--workers` (0 1 2). RSS growth also holds the reader's HDF5 chunk 
 few dozen images and then stay flat; pick sizes past that to compare RSS.
 
 Zip mode (`--zip-pairs N`): rooms rendered into a zip laid out like DenseDepth's nyu_data.zip
-(`depthcore.synthetic.write_synthetic_densedepth_zip`: at least N training pairs, JPEG and 8-bit PNG, in scenes of
+(`depthcore.sources.synthetic.write_synthetic_densedepth_zip`: at least N training
+pairs, JPEG and 8-bit PNG, in scenes of
 `--frames-per-scene` frames, plus `--zip-test` test pairs, PNG and 16-bit PNG, 654 as in the real file), sharded as
 the shard stage shards the real one (its test pairs the test split, whole scenes held out for validation) and loaded
 with each of `--workers` (1 2 4). One table: sharding images/s, its peak RSS and the writer's traced peak so far at
@@ -63,24 +64,24 @@ from common import (  # beside this script
 
 from depthcore.config import Config, load_config
 from depthcore.data import ShardDataset, make_loader, resolve_num_workers
-from depthcore.densedepth import DenseDepthZip
 from depthcore.device import resolve_device
-from depthcore.readers import open_source
 from depthcore.shards import read_manifest, write_shards
-from depthcore.synthetic import write_synthetic_densedepth_zip, write_synthetic_nyu
+from depthcore.sources import SOURCES
+from depthcore.sources.densedepth import DenseDepthZip
+from depthcore.sources.synthetic import write_synthetic_densedepth_zip, write_synthetic_nyu
 
 BATCH = 8  # the loader's batch size (params.yaml's train.batch_size)
-#: DenseDepth's real nyu_data.zip (REFERENCE.md): training pairs, test pairs, bytes (about 4.1 GB).
+#: DenseDepth's real nyu_data.zip (as its loaders count it): training pairs, test pairs, bytes (about 4.1 GB).
 REAL_TRAIN_PAIRS, REAL_TEST_PAIRS, REAL_ZIP_BYTES = 50_688, 654, 4.1e9
 #: What the sharding steps of each mode render and read: the `data.source` whose reader opens the file.
-SOURCES = {"mat": "synthetic", "zip": "densedepth"}
+MODE_SOURCES = {"mat": "synthetic", "zip": "densedepth"}
 KIB, GB = 1024, 1e9
 
 
 def source_config(mode: str, seed: int) -> Config:
     """params.yaml with `data.source` for `mode` and `data.seed` = `seed`: what the shard stage would read."""
     config = load_config(PARAMS)
-    return replace(config, data=replace(config.data, seed=seed, source=SOURCES[mode]))
+    return replace(config, data=replace(config.data, seed=seed, source=MODE_SOURCES[mode]))
 
 
 def render_step(mode: str, path: Path, num: int, frames: int, num_test: int, seed: int) -> dict:
@@ -94,7 +95,8 @@ def render_step(mode: str, path: Path, num: int, frames: int, num_test: int, see
 
 def shard_step(mode: str, path: Path, out: Path, shard_size: int, seed: int) -> dict:
     """Shard the source file at `path` into `out` as the shard stage would, tracing the writer's memory."""
-    with open_source(source_config(mode, seed), path) as (samples, splits, provenance):
+    config = source_config(mode, seed)
+    with SOURCES[config.data.source].open(config, path) as (samples, splits, provenance):
         total = sum(map(len, splits.values()))
         # Where to note the traced peak so far (images written): early on, once two shards are closed (and hashed),
         # and after each split.

@@ -67,7 +67,7 @@ def measure(path: str, downsample: bool, shard_dir: Path, device: str | None) ->
         pass
     loader_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    run_protocols(predict, test, protocols, e.batch_size, e.edge_threshold)
+    run_protocols(predict, test, protocols, e)
     total_s = time.perf_counter() - t0
     return runtime_fields(path, downsample, runtime) | {
         "protocols": protocols,

@@ -21,6 +21,9 @@ serves every epoch:
 Under torchrun each process reads its share of every epoch (`rank`, `world_size`): the epoch's order is cut
 round-robin, so the processes' k-th batches together are the k-th batch of one process with `world_size` times
 the batch size.
+
+Before training, `verify_for_training` checks every shard of every split once per machine; the datasets are then
+opened with `verify=False`.
 """
 
 from __future__ import annotations
@@ -28,20 +31,27 @@ from __future__ import annotations
 import itertools
 import math
 import os
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from depthcore.checks import check_int, check_probability
-from depthcore.shards import open_shard, read_image, read_manifest, verify_shards
+from depthcore.shards import ShardError, open_shard, read_image, read_manifest, verify_shards
 
 # The five non-identity orders of the (R, G, B) channels.
 CHANNEL_PERMUTATIONS = tuple(p for p in itertools.permutations(range(3)) if p != (0, 1, 2))
 _AUGMENT_STREAM, _LOADER_STREAM = 0, 1  # SeedSequence keys: augmentation draws and shuffle order never coincide
+#: Shards a dataset keeps open per process (each holds a file handle), the least recently read closed first. The
+#: training order is a permutation of the whole split, so consecutive reads rarely share a shard and a cache cannot
+#: save much there (reopening one reads only its zip directory); validation and test read in order, 32 images a
+#: shard, so one open shard serves them. Unbounded, a worker of the paper's split (about 1,500 training shards)
+#: would pass the usual limit of 1,024 open files.
+MAX_OPEN_SHARDS = 8
 
 
 class ShardDataset(Dataset):
@@ -78,7 +88,7 @@ class ShardDataset(Dataset):
         self.has_raw_depth = manifest["has_raw_depth"]
         self.source_indices = manifest["source_indices"][split]
         self._locations = [(entry["file"], j) for entry in manifest["shards"][split] for j in range(entry["count"])]
-        self._open: dict[str, Any] = {}
+        self._open: OrderedDict[str, Any] = OrderedDict()  # file -> open shard, least recently read first
         self._pid = os.getpid()
 
     def __len__(self) -> int:
@@ -114,16 +124,21 @@ class ShardDataset(Dataset):
         return bool(flip_u < self.flip_p), order
 
     def _shard(self, file: str) -> Any:
-        """The open shard `file`, opened once per process (forked workers must not share handles)."""
+        """The open shard `file`, opened in this process (forked workers must not share handles); at most
+        MAX_OPEN_SHARDS stay open, the least recently read closed first."""
         if self._pid != os.getpid():
-            self._open, self._pid = {}, os.getpid()
-        if file not in self._open:
-            self._open[file] = open_shard(self.shard_dir / file)
-        return self._open[file]
+            self._open, self._pid = OrderedDict(), os.getpid()
+        shard = self._open.pop(file, None)
+        if shard is None:
+            shard = open_shard(self.shard_dir / file)
+            if len(self._open) == MAX_OPEN_SHARDS:
+                self._open.popitem(last=False)[1].close()
+        self._open[file] = shard  # now the most recently read
+        return shard
 
     def __getstate__(self) -> dict[str, Any]:
         """Spawned workers get the dataset without open file handles; they open their own."""
-        return {**self.__dict__, "_open": {}}
+        return {**self.__dict__, "_open": OrderedDict()}
 
 
 class EpochSampler(Sampler):
@@ -172,16 +187,57 @@ class EpochSampler(Sampler):
 
 #: The most loader workers `num_workers: auto` starts per training process.
 MAX_AUTO_WORKERS = 8
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+SELF_CGROUP = Path("/proc/self/cgroup")
+
+
+def usable_cores(cgroup_root: Path = CGROUP_ROOT, self_cgroup: Path = SELF_CGROUP) -> int:
+    """The cores this process may use: those it may run on (`os.sched_getaffinity`: taskset, Slurm's cpusets), and
+    no more than its CPU quota rounded up (a container's `--cpus`, Kubernetes' CPU limit): the smallest quota of its
+    cgroup and the cgroups above it, cgroup v2's cpu.max or v1's cpu.cfs_quota_us. `self_cgroup` lists the cgroups
+    (/proc/self/cgroup), `cgroup_root` is where they are mounted."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    quotas = [quota for folder in _cpu_cgroups(cgroup_root, self_cgroup) if (quota := _cpu_quota(folder)) is not None]
+    return max(1, min([cores, *(math.ceil(quota) for quota in quotas)]))
+
+
+def _cpu_cgroups(root: Path, self_cgroup: Path) -> list[Path]:
+    """The folders of this process's CPU cgroup and of every cgroup above it, up to `root` (none where unreadable)."""
+    try:
+        lines = self_cgroup.read_text().splitlines()
+    except OSError:
+        return []
+    folders = []
+    for line in lines:  # "0::/path" (v2) or "4:cpu,cpuacct:/path" (v1)
+        _, controllers, path = line.split(":", 2)
+        if controllers == "" or "cpu" in controllers.split(","):
+            base = root if controllers == "" else root / "cpu"  # v1: the cpu controller's mount (or its link)
+            folder = base / path.lstrip("/")
+            folders += [folder, *(parent for parent in folder.parents if parent.is_relative_to(base))]
+    return folders
+
+
+def _cpu_quota(folder: Path) -> float | None:
+    """The cores' worth of CPU time the cgroup at `folder` allows (quota / period); None when it sets no limit."""
+    try:
+        if (folder / "cpu.max").is_file():  # v2: "max 100000" or "200000 100000"
+            quota, period = (folder / "cpu.max").read_text().split()[:2]
+            return None if quota == "max" else int(quota) / int(period)
+        if (folder / "cpu.cfs_quota_us").is_file():  # v1: -1 for no limit
+            quota = int((folder / "cpu.cfs_quota_us").read_text())
+            return None if quota < 0 else quota / int((folder / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def resolve_num_workers(value: int | str, processes_here: int = 1) -> int:
     """`train.num_workers` as a count: the integer itself, or for `auto` the cores each of the `processes_here`
-    training processes on this machine can spare (its share of the usable cores less one for itself), at least 1
+    training processes on this machine can spare (its share of the `usable_cores` less one for itself), at least 1
     and at most MAX_AUTO_WORKERS."""
     if value != "auto":
         return check_int("num_workers", value, 0)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(MAX_AUTO_WORKERS, cores // max(processes_here, 1) - 1))
+    return max(1, min(MAX_AUTO_WORKERS, usable_cores() // max(processes_here, 1) - 1))
 
 
 def make_loader(
@@ -195,11 +251,14 @@ def make_loader(
     num_workers: int = 0,
     device: str | torch.device = "cpu",
     drop_last: bool = False,
+    persistent: bool = True,
 ) -> DataLoader:
     """A DataLoader over `dataset` for every epoch (its `sampler` is an `EpochSampler`: call `set_epoch`).
 
     Shuffled and padded across processes when `shuffle` (training); in order and unpadded otherwise. Workers persist
-    across epochs; memory is pinned only when `device` is CUDA.
+    across epochs when `persistent` (training: no start-up each epoch); without, each pass starts its workers and
+    ends them (validation, one pass an epoch: no idle workers holding memory in between). Memory is pinned only when
+    `device` is CUDA.
     """
     check_int("batch_size", batch_size, 1)
     check_int("num_workers", num_workers, 0)
@@ -212,5 +271,36 @@ def make_loader(
         pin_memory=torch.device(device).type == "cuda",
         drop_last=drop_last,
         generator=torch.Generator().manual_seed(seed),  # worker seeds; the draws above never use them
-        persistent_workers=num_workers > 0,
+        persistent_workers=persistent and num_workers > 0,
     )
+
+
+class Processes(Protocol):
+    """What `verify_for_training` needs of the run's processes (`depthcore.distributed.Dist` is one)."""
+
+    local_rank: int  # the process's rank on its machine
+
+    def any(self, flag: bool) -> bool: ...  # True on every process when `flag` is True on any; waits for all
+
+
+def verify_for_training(shard_dir: str | Path, processes: Processes) -> dict[str, Any]:
+    """Check every shard of every split (size and SHA-256 against the manifest) once per machine; return the manifest.
+
+    Local rank 0 of each machine hashes its machine's copy; every process then meets the others in `processes.any`,
+    which waits for all of them and tells each whether any found a bad shard. If one did, every process raises (the
+    one that found it its `ShardError` naming the shard, the others a `ShardError` pointing to it), so no process is
+    left waiting for one that stopped. A truncated validation or test shard is refused here, before the first step,
+    not when an epoch reaches it. Open the datasets with `verify=False` after it.
+    """
+    failure: Exception | None = None
+    if processes.local_rank == 0:
+        try:
+            verify_shards(shard_dir)
+        except Exception as err:  # any failure must reach the collective below, or the others wait for it
+            failure = err
+    if processes.any(failure is not None):
+        raise failure or ShardError(
+            f"{shard_dir}: the shards failed verification on another process (local rank 0 of a machine); its error "
+            "names the shard"
+        )
+    return read_manifest(shard_dir)

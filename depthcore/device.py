@@ -15,11 +15,13 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 @dataclass(frozen=True)
 class Runtime:
-    """The resolved device and autocast dtype (None: plain fp32) and whether inputs go channels_last."""
+    """The resolved device and autocast dtype (None: plain fp32), whether inputs go channels_last, and a note for the
+    log on how the precision was chosen where the hardware decided it ("" when there is nothing to say)."""
 
     device: torch.device
     dtype: torch.dtype | None
     channels_last: bool
+    note: str = ""
 
     @property
     def precision(self) -> str:
@@ -73,8 +75,22 @@ def cpu_has_native_bf16(cpuinfo: Path = CPUINFO) -> bool:
     return any(flag in flags.split() for flag in CPU_BF16_FLAGS)
 
 
+def cuda_bf16() -> str:
+    """How the current CUDA device computes bf16: "native" (compute capability 8.0 on, Ampere and later; ROCm),
+    "emulated" (older GPUs such as the V100 and T4: bf16 tensors work, computed slowly in fp32, and cuDNN has no bf16
+    convolutions there) or "none".
+
+    `torch.cuda.is_bf16_supported()` counts emulation as support unless asked not to (`including_emulation=False`,
+    in every torch this package supports, 2.4 on).
+    """
+    if torch.cuda.is_bf16_supported(including_emulation=False):
+        return "native"
+    return "emulated" if torch.cuda.is_bf16_supported(including_emulation=True) else "none"
+
+
 def resolve_precision(precision: str, device: torch.device, cpuinfo: Path = CPUINFO) -> torch.dtype | None:
-    """`auto`: bf16 on CUDA with bf16 support (else fp16) and on CPUs with native bf16; else fp32 (mps too).
+    """`auto`: bf16 on CUDA devices that compute it natively (`cuda_bf16`; else fp16, with a loss scaler) and on CPUs
+    with native bf16; else fp32 (mps too).
 
     Returns the autocast dtype, None for fp32; `cpuinfo` is the file whose flags tell a CPU's bf16 support.
     """
@@ -83,13 +99,24 @@ def resolve_precision(precision: str, device: torch.device, cpuinfo: Path = CPUI
             raise ValueError(f"expected train.precision auto, fp32, bf16 or fp16, got {precision!r}")
         return PRECISIONS[precision]
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if cuda_bf16() == "native" else torch.float16
     if device.type == "cpu" and cpu_has_native_bf16(cpuinfo):
         return torch.bfloat16
     return None
 
 
+def precision_note(precision: str, device: torch.device) -> str:
+    """What the log should say about `train.precision` on `device`: on a CUDA device that only emulates bf16, why
+    `auto` chose fp16, or that an explicit bf16 will be slow; "" otherwise."""
+    if device.type != "cuda" or precision not in ("auto", "bf16") or cuda_bf16() != "emulated":
+        return ""
+    if precision == "auto":
+        return "fp16 with a loss scaler: this GPU only emulates bf16 (compute capability below 8.0)"
+    return "bf16 is only emulated on this GPU (compute capability below 8.0), which is slow; auto would use fp16"
+
+
 def resolve_runtime(device: str, precision: str, channels_last: bool) -> Runtime:
     """Resolve the `train.device`, `train.precision` and `train.channels_last` params."""
     resolved = resolve_device(device)
-    return Runtime(resolved, resolve_precision(precision, resolved), channels_last)
+    note = precision_note(precision, resolved)
+    return Runtime(resolved, resolve_precision(precision, resolved), channels_last, note)

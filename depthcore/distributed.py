@@ -13,6 +13,10 @@ The train stage is a plain `python stages/train.py`: `relaunch` starts it again 
 means more than one process here (`resolve_nproc`: the integer itself, or for `auto` every visible CUDA device, 1 on
 a machine without one; torchrun's own `auto` would mean every CPU core), so that one process, the CPU's case, pays
 for no launcher.
+
+A process that fails alone must not leave the others waiting in a collective: a decision that one process may reach
+on its own (a non-finite loss, a bad shard) goes through `Dist.any`, so that every process takes it at the same step,
+and every collective gives up after COLLECTIVE_TIMEOUT rather than PyTorch's 30 minutes for gloo.
 """
 
 from __future__ import annotations
@@ -31,7 +35,12 @@ import torch.distributed as dist
 
 from depthcore.config import ConfigError
 
-STORE_TIMEOUT = timedelta(minutes=30)
+#: How long a process waits in a collective (barrier, all-reduce) or for the rendezvous store before it fails. The
+#: longest legitimate wait is for work one process does while the others wait: hashing every shard on local rank 0
+#: before the first step (4.1 GB for DenseDepth's data: under a minute at 100 MB/s), rank 0 writing a checkpoint and
+#: the validation grid (seconds), unequal compile or cuDNN benchmark times (seconds to a minute). 10 minutes covers
+#: these several times over and is PyTorch's default for nccl; gloo's default, 30 minutes, is what a stuck run waited.
+COLLECTIVE_TIMEOUT = timedelta(minutes=10)
 _PR_SET_PDEATHSIG = 1  # Linux prctl option: the signal this process gets when its parent dies
 
 
@@ -63,11 +72,22 @@ class Dist:
         """Element-wise sums over all processes (float64, so counts and totals stay exact)."""
         if not self.active:
             return list(values)
-        tensor = torch.tensor(values, dtype=torch.float64)
-        if dist.get_backend() == "nccl":
-            tensor = tensor.cuda()
-        dist.all_reduce(tensor)
-        return tensor.cpu().tolist()
+        return _all_reduce(torch.tensor(values, dtype=torch.float64), dist.ReduceOp.SUM).tolist()
+
+    def any(self, flag: bool) -> bool:
+        """True on every process when `flag` is True on any of them (one process: `flag`). Every process must call
+        it, like any collective: it is also a barrier."""
+        if not self.active:
+            return bool(flag)
+        return bool(_all_reduce(torch.tensor([int(bool(flag))]), dist.ReduceOp.MAX).item())
+
+
+def _all_reduce(tensor: torch.Tensor, op: dist.ReduceOp) -> torch.Tensor:
+    """`tensor` reduced with `op` over all processes, on the CPU (nccl reduces on the process's CUDA device)."""
+    if dist.get_backend() == "nccl":
+        tensor = tensor.cuda()
+    dist.all_reduce(tensor, op=op)
+    return tensor.cpu()
 
 
 def launched() -> Dist:
@@ -93,7 +113,7 @@ def setup(device_type: str) -> Dist:
     host, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
     agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"  # torchrun's agent hosts the store
     store = dist.TCPStore(
-        host, port, info.world_size, is_master=info.is_main and not agent_store, timeout=STORE_TIMEOUT,
+        host, port, info.world_size, is_master=info.is_main and not agent_store, timeout=COLLECTIVE_TIMEOUT,
         wait_for_workers=False,
     )  # fmt: skip
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
@@ -102,7 +122,7 @@ def setup(device_type: str) -> Dist:
         store=dist.PrefixStore(f"depthcore/attempt{attempt}", store),
         rank=info.rank,
         world_size=info.world_size,
-        timeout=STORE_TIMEOUT,
+        timeout=COLLECTIVE_TIMEOUT,
     )
     return info
 
@@ -110,11 +130,14 @@ def setup(device_type: str) -> Dist:
 def _die_with_launcher() -> None:
     """End this process when torchrun does. torchrun starts its workers in sessions of their own, so killing the
     launcher's process group (`kill -9` of `dvc repro`, an out-of-memory kill) would leave a worker training on and
-    writing checkpoints beside the rerun. Linux only (prctl); elsewhere nothing changes."""
+    writing checkpoints beside the rerun. A launcher that died before prctl took effect shows as a new parent (the
+    reaper this process was handed to), compared with the parent read just before, not with PID 1: torchrun may be
+    PID 1 itself, as the command of a container. Linux only (prctl); elsewhere nothing changes."""
     if not sys.platform.startswith("linux"):
         return
+    launcher = os.getppid()
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() == 1:  # the launcher died before prctl took effect
+    if os.getppid() != launcher:  # the launcher died before prctl took effect: this process was handed on
         os._exit(1)
 
 

@@ -20,14 +20,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from depthcore.config import Config
+from depthcore.config import Config, EvalConfig
 from depthcore.data import ShardDataset, make_loader
 from depthcore.device import resolve_runtime
-from depthcore.inference import load_predictor, prediction_grid, upsample
+from depthcore.inference import load_predictor, upsample
 from depthcore.metrics import PROTOCOLS, MetricAccumulator
 from depthcore.model import output_stride
 from depthcore.nyu import MAX_DEPTH
 from depthcore.progress import bar
+from depthcore.visualize import prediction_grid
 
 #: The random-guess baseline of the report: every pixel uniform in (0, RANDOM_GUESS_MAX] metres.
 RANDOM_GUESS_MAX = MAX_DEPTH
@@ -57,16 +58,16 @@ def run_protocols(
     predict: BatchPredictor,
     dataset: ShardDataset,
     protocols: list[str],
-    batch_size: int,
-    edge_threshold: float,
+    settings: EvalConfig,
     flip_average: bool = True,
     desc: str = "evaluate",
 ) -> dict[str, MetricAccumulator]:
-    """Every image of `dataset` through `predict` and each protocol (all usable on it); where a protocol asks and
-    `flip_average` is on, it sees the mean of the prediction and the mirrored prediction of the mirrored batch."""
-    accumulators = {name: MetricAccumulator(PROTOCOLS[name], edge_threshold) for name in protocols}
+    """Every image of `dataset` through `predict` and each protocol (all usable on it), in batches of
+    `settings.batch_size` with edge F1 at `settings.edge_threshold`; where a protocol asks and `flip_average` is on,
+    it sees the mean of the prediction and the mirrored prediction of the mirrored batch."""
+    accumulators = {name: MetricAccumulator(PROTOCOLS[name], settings.edge_threshold) for name in protocols}
     wants_flip = flip_average and any(PROTOCOLS[name].flip_average for name in protocols)
-    loader = make_loader(dataset, batch_size, shuffle=False, seed=0)
+    loader = make_loader(dataset, settings.batch_size, shuffle=False, seed=0)
     for batch in bar(loader, desc=desc, unit="batch", leave=False):
         pred = predict(batch)  # (B, 1, H, W) metres
         flip_averaged = 0.5 * (pred + predict(flip_batch(batch)).flip(-1)) if wants_flip else pred
@@ -88,8 +89,7 @@ def evaluate_model(
     predictor = load_predictor(model_path, resolve_runtime(t.device, t.precision, t.channels_last), expect=config)
     test = ShardDataset(shard_dir, "test")
     protocols, unusable = usable_protocols(e.protocols, test.has_raw_depth)
-    accumulators = run_protocols(lambda batch: predictor(batch["rgb"]), test, protocols, e.batch_size,
-                                 e.edge_threshold)
+    accumulators = run_protocols(lambda batch: predictor(batch["rgb"]), test, protocols, e)
     return accumulators, unusable, prediction_grid(predictor, test, e.num_vis, with_error=True)
 
 
@@ -133,7 +133,7 @@ def evaluate_baselines(
         "oracle": lambda batch: oracle(batch["depth"], config.model.downsample),
     }
     results = {
-        name: run_protocols(p, test, protocols, e.batch_size, e.edge_threshold, flip_average=False, desc=name)
+        name: run_protocols(p, test, protocols, e, flip_average=False, desc=name)
         for name, p in predictors.items()
     }
     return results, unusable

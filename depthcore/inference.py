@@ -1,10 +1,15 @@
-"""Inference: the trained-model file, and predicting metres at the input's resolution.
+"""Inference: the model file, and predicting metres at the input's resolution.
 
-The one place that training (its validation grid), evaluation and `depthcore predict` share:
+The one place that training (its validation grid), evaluation, `depthcore predict` and the importer share:
 
-- `save_model` / `load_model`: the model file (`models/model.pt`) holds the weights, the resolved config they were
-  trained with and the number of epochs, under a format tag; loading checks the tag, so a file that is not one of
-  ours is refused by name, and rebuilds the network from the saved config alone (no params.yaml, no ImageNet file).
+- The model file (`models/model.pt`, or any file `depthcore import-keras` writes) holds the weights and the
+  `ModelSpec` that says how to use them: architecture (input pooling, decoder width, decoder upsampling, BatchNorm
+  epsilon), input scaling (x / 255, then ImageNet's mean and std or not), output resolution (1/8 or 1/2 of the input,
+  from the input pooling) and target (DepthNorm or metres, with its depth range). It also holds the resolved config
+  the weights were trained with (None for imported weights), the number of epochs and where the weights came from.
+  `load_model` rebuilds the network from the spec alone (no params.yaml, no ImageNet file); files of the first
+  format (`depthcore-model-v1`, a config and no spec) still load, their spec read from their config.
+- `load_any_model`: a model file, or the authors' Keras `.h5` converted on the fly (`depthcore.keras_import`).
 - `Predictor`: rgb (B, 3, H, W) -> depth (B, 1, H, W) in metres: the network's output, read back from its
   training target (`depthcore.loss.to_metres`), then upsampled to the input's size by `upsample`.
 - `upsample`: bilinear with pixel centres aligned (`align_corners=False`): output pixel x samples the input at
@@ -14,24 +19,25 @@ The one place that training (its validation grid), evaluation and `depthcore pre
 
 from __future__ import annotations
 
+import dataclasses
+import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
+from depthcore.checkpoint import save_atomic
 from depthcore.config import Config, as_dict
 from depthcore.device import Runtime
 from depthcore.errors import DepthcoreError
-from depthcore.files import atomic_path
 from depthcore.loss import to_metres
-from depthcore.model import DenseDepth
-from depthcore.visualize import depth_grid
+from depthcore.model import TORCHVISION_BN_EPS, DenseDepth, ModelSpec
 
-MODEL_FORMAT = "depthcore-model-v1"
-#: Loss params that say how network outputs read back as metres: a model is only usable with the ones it had.
-OUTPUT_PARAMS = ("target", "min_depth", "max_depth")
+MODEL_FORMAT = "depthcore-model-v2"
+V1_FORMAT = "depthcore-model-v1"  # weights, config and epochs; no spec
+KERAS_SUFFIXES = (".h5", ".hdf5", ".keras")
 
 
 class ModelFileError(DepthcoreError):
@@ -43,82 +49,102 @@ def upsample(pred: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(pred.float(), size=tuple(size), mode="bilinear", align_corners=False)
 
 
-def save_model(path: str | Path, model: torch.nn.Module, config: Config, epochs: int) -> None:
-    """Write the model file atomically: weights, the resolved config and the number of epochs trained."""
-    atomic_save({"format": MODEL_FORMAT, "model": model.state_dict(), "config": as_dict(config), "epochs": epochs},
-                Path(path))
+def save_model(
+    path: str | Path, model: torch.nn.Module, spec: ModelSpec, *, config: Config | None, epochs: int, origin: str
+) -> None:
+    """Write the model file atomically: weights, their spec, the config they were trained with (None: imported),
+    the epochs trained and a one-line `origin` (e.g. "trained by dvc repro", "imported from nyu.h5")."""
+    record = {"format": MODEL_FORMAT, "model": model.state_dict(), "spec": dataclasses.asdict(spec),
+              "config": None if config is None else as_dict(config), "epochs": epochs, "origin": origin}
+    save_atomic(record, Path(path))
 
 
-def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save that leaves either the complete new file or the old one; equal objects give equal bytes.
+def load_model(path: str | Path, expect: Config | None = None) -> tuple[DenseDepth, ModelSpec, dict[str, Any]]:
+    """The network saved at `path` (eval mode, CPU), its spec and the whole record (config, epochs, origin).
 
-    torch.save names the archive inside the file after the file it is given, here a randomly named temporary file;
-    through an open file object it is always "archive", so a rerun writes the same bytes (and DVC the same hash).
-    """
-    with atomic_path(path) as tmp, tmp.open("wb") as file:
-        torch.save(obj, file)
-
-
-def load_model(path: str | Path, expect: Config | None = None) -> tuple[DenseDepth, dict[str, Any]]:
-    """The network saved at `path` (eval mode, CPU) and the config it was trained with.
-
-    With `expect`, the saved model params and the loss params that decode its output (OUTPUT_PARAMS) must equal
-    `expect`'s; otherwise `ModelFileError` names each differing key with both values.
+    With `expect`, what the params say of the model and its output (`ModelSpec.differences`) must match the spec;
+    otherwise `ModelFileError` names each differing key with both values.
     """
     path = Path(path)
+    record = _read_record(path)
+    spec = _spec_of(path, record)
+    if expect is not None:
+        differ = spec.differences(expect)
+        if differ:
+            raise ModelFileError(f"{path} does not match params.yaml ({'; '.join(differ)}); run `dvc repro`")
+    model = DenseDepth.from_spec(spec)
+    try:
+        model.load_state_dict(record["model"])
+    except (RuntimeError, KeyError, TypeError) as err:
+        first = str(err).strip().splitlines()[0]
+        raise ModelFileError(f"{path}: its weights do not fit the network its spec describes ({first})") from None
+    return model.eval(), spec, record
+
+
+def load_any_model(path: str | Path) -> tuple[DenseDepth, ModelSpec, str]:
+    """A depthcore model file, or the authors' Keras file (by its suffix, KERAS_SUFFIXES) converted in memory:
+    (network in eval mode, its spec, a one-line origin)."""
+    path = Path(path)
+    if path.suffix.lower() in KERAS_SUFFIXES:
+        from depthcore.keras_import import convert_keras  # h5py reads it; only Keras files need this module
+
+        model, spec, info = convert_keras(path)
+        return model, spec, info.origin
+    model, spec, record = load_model(path)
+    return model, spec, record.get("origin", f"trained, {record['epochs']} epochs")
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    """The dict in the model file at `path`, refusing in one line a file that is missing or not ours."""
     if not path.is_file():
         raise ModelFileError(
             f"no model file at {path}: run `dvc repro` to train one, or pass the path of a trained model (--model)"
         )
+    if path.stat().st_size == 0:
+        raise ModelFileError(f"{path} is empty (0 bytes), not a depthcore model file: train or copy it again")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for files that are not its archives
-        raise ModelFileError(f"{path} is not a depthcore model file (torch cannot read it: {err})") from None
-    if not isinstance(state, dict) or state.get("format") != MODEL_FORMAT:
-        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        record = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, OSError):
+        raise ModelFileError(
+            f"{path} is not a depthcore model file (not a readable torch archive): expected a file written by "
+            "`dvc repro` or `depthcore import-keras`; a truncated copy is copied or trained again"
+        ) from None
+    found = record.get("format") if isinstance(record, dict) else type(record).__name__
+    if found not in (MODEL_FORMAT, V1_FORMAT):
         raise ModelFileError(
             f"{path} is not a depthcore model file: expected format {MODEL_FORMAT!r}, got {found!r}; "
-            "train one with `dvc repro`"
+            "train one with `dvc repro`, or convert the authors' Keras file with `depthcore import-keras`"
         )
-    saved = state["config"]
-    if expect is not None:
-        _check_compatible(path, saved, as_dict(expect))
-    m = saved["model"]
-    # The structure of the saved network; its weights come from the file, not ImageNet.
-    model = DenseDepth(m["downsample"], decoder=m["decoder"], imagenet_normalize=m["pretrained"])
-    model.load_state_dict(state["model"])
-    return model.eval(), saved
+    return record
 
 
-def _check_compatible(path: Path, saved: dict[str, Any], expected: dict[str, Any]) -> None:
-    """Raise `ModelFileError` when the saved model params or OUTPUT_PARAMS differ from `expected`'s."""
-    keys = [("model", key) for key in expected["model"]] + [("loss", key) for key in OUTPUT_PARAMS]
-    differ = [
-        f"{section}.{key}: trained with {saved[section].get(key)!r}, params.yaml says {expected[section][key]!r}"
-        for section, key in keys
-        if saved[section].get(key) != expected[section][key]
-    ]
-    if differ:
-        raise ModelFileError(f"{path} does not match params.yaml ({'; '.join(differ)}); run `dvc repro` to retrain")
+def _spec_of(path: Path, record: dict[str, Any]) -> ModelSpec:
+    """The spec of a model file's record; for the first format, read from the config it was trained with (its
+    first files, from before the half decoder existed, have the full decoder)."""
+    if record["format"] == MODEL_FORMAT:
+        return ModelSpec(**record["spec"])
+    m, loss = record["config"]["model"], record["config"]["loss"]
+    return ModelSpec(downsample=m["downsample"], decoder=m.get("decoder", "full"), upsampling="corners",
+                     imagenet_normalize=m["pretrained"], bn_eps=TORCHVISION_BN_EPS, target=loss["target"],
+                     min_depth=loss["min_depth"], max_depth=loss["max_depth"])
 
 
 class Predictor:
-    """A trained network on its runtime: rgb (B, 3, H, W) -> depth (B, 1, H, W) float32 metres, on the CPU.
+    """A network on its runtime: rgb (B, 3, H, W) -> depth (B, 1, H, W) float32 metres, on the CPU.
 
     rgb is uint8 or float in [0, 1], any H and W the network accepts (multiples of 32, or of 128 downsampled, avoid
-    rounding inside it); `loss` is the config's loss section (as a dict), which says what the outputs mean.
+    rounding inside it); `spec` says what the outputs mean.
     """
 
-    def __init__(self, net: torch.nn.Module, runtime: Runtime, loss: dict[str, Any]) -> None:
-        self.net, self.runtime = net, runtime
-        self.target, self.min_depth, self.max_depth = (loss[key] for key in OUTPUT_PARAMS)
+    def __init__(self, net: torch.nn.Module, runtime: Runtime, spec: ModelSpec) -> None:
+        self.net, self.runtime, self.spec = net, runtime, spec
 
     @torch.no_grad()
     def __call__(self, rgb: torch.Tensor) -> torch.Tensor:
         self.net.eval()
         with self.runtime.autocast():
             pred = self.net(self.runtime.images(rgb))  # (B, 1, h, w) target space
-        metres = to_metres(pred.float(), self.target, self.min_depth, self.max_depth)
+        metres = to_metres(pred.float(), self.spec.target, self.spec.min_depth, self.spec.max_depth)
         return upsample(metres, rgb.shape[-2:]).cpu()
 
 
@@ -130,16 +156,9 @@ def prepare(model: torch.nn.Module, runtime: Runtime, compile_model: bool = Fals
 
 
 def load_predictor(path: str | Path, runtime: Runtime, expect: Config | None = None) -> Predictor:
-    """`load_model` on `runtime`, as a `Predictor`."""
-    model, saved = load_model(path, expect)
-    return Predictor(prepare(model, runtime), runtime, saved["loss"])
-
-
-def prediction_grid(predict: Predictor, dataset: Any, num: int, with_error: bool = False) -> np.ndarray:
-    """The first `num` items of `dataset` (dicts of `rgb` (3, H, W) uint8, `depth` (1, H, W) metres) as a picture:
-    image | ground truth | prediction (| error) per row, (h, w, 3) uint8 (`depthcore.visualize.depth_grid`)."""
-    items = [dataset[i] for i in range(min(num, len(dataset)))]
-    rgb = torch.stack([item["rgb"] for item in items])  # (N, 3, H, W) uint8
-    pred = predict(rgb)[:, 0].numpy()  # (N, H, W) metres
-    gt = torch.stack([item["depth"][0] for item in items]).numpy()  # (N, H, W) metres
-    return depth_grid(rgb.permute(0, 2, 3, 1).numpy(), gt, pred, with_error)
+    """The model at `path` (`load_model`, or `load_any_model` without `expect`) on `runtime`, as a `Predictor`."""
+    if expect is None:
+        model, spec, _ = load_any_model(path)
+    else:
+        model, spec, _ = load_model(path, expect)
+    return Predictor(prepare(model, runtime), runtime, spec)

@@ -19,6 +19,7 @@ from depthcore.checks import check_choice
 from depthcore.nyu import MAX_DEPTH, MIN_DEPTH
 
 TARGETS = ("depthnorm", "metres")
+SSIM_WINDOW_SIZE, SSIM_WINDOW_SIGMA = 11, 1.5  # pytorch_msssim's defaults, the Gaussian of the SSIM paper (Wang et al.)
 
 
 def _check_depth_range(min_depth: float, max_depth: float) -> None:
@@ -98,18 +99,31 @@ def gradient_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (pred_dy - target_dy).abs().mean() + (pred_dx - target_dx).abs().mean()
 
 
-def ssim_loss(pred: torch.Tensor, target: torch.Tensor, data_range: float) -> torch.Tensor:
+def gaussian_window(size: int = SSIM_WINDOW_SIZE, sigma: float = SSIM_WINDOW_SIGMA) -> torch.Tensor:
+    """The 1-D Gaussian, centred, summing to 1, that SSIM smooths one-channel maps with along each axis, as a
+    (1, 1, 1, size) float32 convolution weight: the window ``pytorch_msssim.ssim`` builds itself for (B, 1, H, W)
+    maps when given none, to the bit."""
+    offsets = torch.arange(size, dtype=torch.float32) - size // 2
+    weights = torch.exp(-(offsets**2) / (2 * sigma**2))
+    return (weights / weights.sum()).reshape(1, 1, 1, size)
+
+
+def ssim_loss(
+    pred: torch.Tensor, target: torch.Tensor, data_range: float, window: torch.Tensor | None = None
+) -> torch.Tensor:
     """clip((1 - SSIM) / 2, 0, 1) of (B, 1, H, W) maps -> scalar.
 
     SSIM from ``pytorch_msssim.ssim`` with its defaults (11x11 Gaussian window, sigma 1.5, K = (0.01, 0.03)),
     averaged over the batch; ``data_range`` is the upper end of the target space's range (``target_range``: 100 for
-    depthnorm, 10 for metres), so C1 = (0.01 data_range)^2 and C2 = (0.03 data_range)^2.
-    Maps smaller than 11 pixels on a side skip the smoothing on that side (pytorch_msssim warns).
+    depthnorm, 10 for metres), so C1 = (0.01 data_range)^2 and C2 = (0.03 data_range)^2. ``window``: the
+    ``gaussian_window()``, already on pred's device (``DepthLoss`` keeps one), or None to have pytorch_msssim build it
+    on the CPU and copy it over on every call. Maps smaller than 11 pixels on a side skip the smoothing on that side
+    (pytorch_msssim warns).
     """
     _check_pair(pred, target)
     if data_range <= 0:
         raise ValueError(f"expected data_range > 0, got {data_range}")
-    return ((1 - ssim(pred, target, data_range=data_range, size_average=True)) / 2).clamp(0, 1)
+    return ((1 - ssim(pred, target, data_range=data_range, size_average=True, win=window)) / 2).clamp(0, 1)
 
 
 class DepthLoss(nn.Module):
@@ -123,7 +137,8 @@ class DepthLoss(nn.Module):
     its harmonic mean. Everything is computed in fp32 with autocast disabled, whatever dtype pred arrives in.
     Returns ``(total, parts)``: total a scalar fp32 tensor with grad; parts ``{"depth", "grad", "ssim"}`` detached
     scalar fp32 tensors, unweighted (call ``.item()`` when logging). SSIM's data range is the target space's upper
-    end: max_depth / min_depth for depthnorm, max_depth for metres.
+    end: max_depth / min_depth for depthnorm, max_depth for metres. The SSIM window is a buffer (``ssim_window``),
+    made once and moved with the module, left out of its state dict.
     """
 
     def __init__(
@@ -141,6 +156,7 @@ class DepthLoss(nn.Module):
         self.data_range = target_range(target, min_depth, max_depth)[1]
         self.w_depth, self.w_grad, self.w_ssim = w_depth, w_grad, w_ssim
         self.target, self.min_depth, self.max_depth = target, min_depth, max_depth
+        self.register_buffer("ssim_window", gaussian_window(), persistent=False)  # (1, 1, 1, 11)
 
     def forward(self, pred: torch.Tensor, gt_m: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         if pred.ndim != 4 or pred.shape[1] != 1:
@@ -154,7 +170,7 @@ class DepthLoss(nn.Module):
             parts = {
                 "depth": depth_l1(pred, target),
                 "grad": gradient_loss(pred, target),
-                "ssim": ssim_loss(pred, target, self.data_range),
+                "ssim": ssim_loss(pred, target, self.data_range, self.ssim_window),
             }
             total = self.w_depth * parts["depth"] + self.w_grad * parts["grad"] + self.w_ssim * parts["ssim"]
         return total, {name: value.detach() for name, value in parts.items()}

@@ -21,7 +21,11 @@ averages F1 and SSIM per image and pools only the depth errors):
   replicate border), so a step of D metres between two columns gives D / 2 on the pixels beside it: the report's
   threshold 0.2 marks steps of more than 0.4 m, the paper's 0.5 steps of more than 1 m. An image whose ground truth
   has no edge pixel has no F1 and is left out of the mean (`edge_f1_images` counts those that are in);
-  `edge_f1_pooled` = 2 sum(TP) / (sum(#pred edges) + sum(#gt edges)) over all images.
+  `edge_f1_pooled` = 2 sum(TP) / (sum(#pred edges) + sum(#gt edges)) over all images. In general a threshold t
+  (eval.edge_threshold) marks steps of more than 2t metres.
+
+`depthcore.report` states these definitions in metrics/comparison.md with the settings a run was measured with (the
+edge threshold, the SSIM data ranges) and each protocol's fields in words.
 
 Two aggregations of the depth errors over a test set, both exact from per-image sums kept by `MetricAccumulator`:
 per_image (each metric on each image, then the mean over images) and pooled (every valid pixel of every image in
@@ -215,7 +219,7 @@ class Protocol:
     """One evaluation protocol as data; what `MetricAccumulator` does to each image."""
 
     name: str  # key in PROTOCOLS
-    description: str  # one line for tables and logs
+    description: str  # whose protocol it is, one line; depthcore.report states the fields below in words
     gt: str  # ground truth the depth metrics use: "depths" (filled) or "rawDepths" (0 = no reading)
     crop: tuple[int, int, int, int] | None  # half-open (r0, r1, c0, c1) on the NYU frame; None = full frame
     aggregate: str  # aggregation of the depth errors over images: "per_image" or "pooled"
@@ -245,7 +249,7 @@ class Protocol:
 PROTOCOLS: dict[str, Protocol] = {
     "report": Protocol(
         name="report",
-        description="report: filled depths, full frame, per-image mean",
+        description="the re-implementation report (Wang, Chhabra, Safdar, U. Michigan)",
         gt="depths",
         crop=None,
         aggregate="per_image",
@@ -256,7 +260,7 @@ PROTOCOLS: dict[str, Protocol] = {
     ),
     "densedepth": Protocol(
         name="densedepth",
-        description="DenseDepth paper: filled depths, crop [20:460, 24:616], pooled, flip-averaged, pred in [0.1, 10]",
+        description="the DenseDepth paper and its released evaluation (Alhashim & Wonka, arXiv 1812.11941)",
         gt="depths",
         crop=(20, 460, 24, 616),
         aggregate="pooled",
@@ -267,7 +271,7 @@ PROTOCOLS: dict[str, Protocol] = {
     ),
     "eigen": Protocol(
         name="eigen",
-        description="Eigen (BTS/AdaBins/ZoeDepth): raw depths in (1e-3, 10), crop [45:471, 41:601], per-image mean",
+        description="Eigen's crop on raw depth, as BTS, AdaBins and ZoeDepth evaluate NYUv2",
         gt="rawDepths",
         crop=(45, 471, 41, 601),
         aggregate="per_image",

@@ -13,11 +13,20 @@ pooling) and the output is (B, 1, 240, 320); the half decoder has half the chann
     norm5            (B, 1664,   3,   5)   -> relu -> CONV2 1x1   (B, 1664, 3, 5)
     UP1..UP4         (B,  832,   7,  10) (B, 416, 15, 20) (B, 208, 30, 40) (B, 104, 60, 80)
     CONV3            (B,    1,  60,  80)
+
+Each UP block resizes bilinearly to its skip's size (x2 when the input's sides are multiples of 32), in one of the
+UPSAMPLING modes. Output pixel i samples input position i * (in - 1) / (out - 1) with "corners" (the default;
+`align_corners=True`), as the authors' Keras layer of 2019 did (`tf.image.resize_images(..., align_corners=True)` in
+DenseDepth's layers.py), which their released weights were trained with; it samples (i + 0.5) * in / out - 0.5, clamped
+to the image, with "half_pixel" (`align_corners=False`), as Keras 3's bilinear UpSampling2D and TensorFlow 2's
+`tf.image.resize` do. `bn_eps` is the epsilon of every BatchNorm in the encoder: torchvision's 1e-5 by default,
+1.001e-5 in Keras's DenseNet.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -25,7 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import DenseNet169_Weights, densenet169
 
-from depthcore.checks import check_choice
+from depthcore.checks import check_choice, check_number
+from depthcore.config import Config
 from depthcore.errors import DepthcoreError
 from depthcore.files import sha256_file
 
@@ -39,6 +49,9 @@ BOTTLENECK_CHANNELS = 1664
 DECODER_CHANNELS = {"full": (1664, 832, 416, 208, 104), "half": (832, 416, 208, 104, 52)}
 SKIP_CHANNELS = (256, 128, 64, 64)  # the skips in decoder order: transition2, transition1, pool0, relu0
 LEAKY_SLOPE = 0.2
+TORCHVISION_BN_EPS = 1e-5  # torchvision's BatchNorm epsilon, which the ImageNet weights were trained with
+#: How an UP block resizes: "corners" is `align_corners=True`, "half_pixel" `align_corners=False` (module docstring).
+UPSAMPLING = ("corners", "half_pixel")
 INPUT_POOL = 4
 PRETRAINED_WEIGHTS = DenseNet169_Weights.IMAGENET1K_V1
 #: torchvision names its weight files after the first hex digits of their SHA-256: "b2777c0a" here.
@@ -57,16 +70,20 @@ class PretrainedWeightsUnavailable(DepthcoreError, RuntimeError):
 
 
 class UpBlock(nn.Module):
-    """Upsample bilinearly to the skip's size, concatenate the skip, then (conv3x3 + LeakyReLU) twice."""
+    """Upsample bilinearly to the skip's size, concatenate the skip, then (conv3x3 + LeakyReLU) twice.
 
-    def __init__(self, in_channels: int, skip_channels: int, out_channels: int):
+    `upsampling` is one of UPSAMPLING: "corners" (`align_corners=True`) or "half_pixel" (`align_corners=False`).
+    """
+
+    def __init__(self, in_channels: int, skip_channels: int, out_channels: int, *, upsampling: str = "corners"):
         super().__init__()
+        self.align_corners = check_choice("upsampling", upsampling, UPSAMPLING) == "corners"
         self.conv_a = nn.Conv2d(in_channels + skip_channels, out_channels, kernel_size=3, padding=1)
         self.conv_b = nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         """x (B, C_in, h, w), skip (B, C_skip, H, W) -> (B, C_out, H, W)."""
-        x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=True)
+        x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=self.align_corners)
         x = torch.cat([x, skip], dim=1)  # (B, C_in + C_skip, H, W)
         x = F.leaky_relu(self.conv_a(x), LEAKY_SLOPE)
         return F.leaky_relu(self.conv_b(x), LEAKY_SLOPE)
@@ -84,6 +101,10 @@ class DenseDepth(nn.Module):
     [0, 1] images unnormalised but fine-tuned every layer, BatchNorm included, which a frozen encoder never does.
     A random encoder gets no normalisation. `imagenet_normalize` overrides the choice: a model rebuilt to load
     saved weights takes the structure of the model that was saved, without fetching ImageNet weights.
+
+    `upsampling` (one of UPSAMPLING) is how the decoder resizes and `bn_eps` the epsilon of every encoder BatchNorm
+    (module docstring); the defaults are what this project trains with. `depthcore.keras_import` builds the model that
+    the authors' Keras weights need.
     """
 
     def __init__(
@@ -94,11 +115,18 @@ class DenseDepth(nn.Module):
         pretrained: bool = False,
         freeze_encoder: bool = False,
         imagenet_normalize: bool | None = None,
+        upsampling: str = "corners",
+        bn_eps: float = TORCHVISION_BN_EPS,
     ):
         super().__init__()
         self.downsample = downsample
         self.freeze_encoder = freeze_encoder
+        self.upsampling = check_choice("upsampling", upsampling, UPSAMPLING)
+        self.bn_eps = check_number("bn_eps", bn_eps, 0.0, open_low=True)
         self.encoder = densenet169(weights=None).features
+        for module in self.encoder.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.eps = self.bn_eps
         if pretrained:
             load_pretrained_encoder(self.encoder)
         normalize = pretrained if imagenet_normalize is None else imagenet_normalize
@@ -108,13 +136,20 @@ class DenseDepth(nn.Module):
         self.conv2 = nn.Conv2d(BOTTLENECK_CHANNELS, in_channels, kernel_size=1)
         blocks = []
         for skip_channels, out_channels in zip(SKIP_CHANNELS, block_channels):
-            blocks.append(UpBlock(in_channels, skip_channels, out_channels))
+            blocks.append(UpBlock(in_channels, skip_channels, out_channels, upsampling=upsampling))
             in_channels = out_channels
         self.up = nn.ModuleList(blocks)
         self.conv3 = nn.Conv2d(in_channels, 1, kernel_size=3, padding=1)
         if freeze_encoder:
             self.encoder.requires_grad_(False)
             self.encoder.eval()
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec, *, pretrained: bool = False, freeze_encoder: bool = False) -> DenseDepth:
+        """The one factory: the network a `ModelSpec` describes, for training (with ImageNet weights when
+        `pretrained`), evaluation, prediction and import; without `pretrained` the weights are random."""
+        return cls(spec.downsample, decoder=spec.decoder, pretrained=pretrained, freeze_encoder=freeze_encoder,
+                   imagenet_normalize=spec.imagenet_normalize, upsampling=spec.upsampling, bn_eps=spec.bn_eps)
 
     def train(self, mode: bool = True) -> DenseDepth:
         """Like `nn.Module.train`, but a frozen encoder stays in eval mode so its BatchNorm statistics never move."""
@@ -149,6 +184,45 @@ class DenseDepth(nn.Module):
         for block, skip in zip(self.up, skips):
             x = block(x, skip)
         return self.conv3(x)  # (B, 1, H'/2, W'/2)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to build a network and use its outputs, as a model file records it (`depthcore.inference`).
+
+    Input scaling: x / 255, then ImageNet's mean and std when `imagenet_normalize`. Output resolution: 1/8 of the
+    input with `downsample`, 1/2 without (`output_stride`). Outputs are in `target` space (`depthcore.loss`), read
+    back as metres within [min_depth, max_depth].
+    """
+
+    downsample: bool  # MaxPool2d(4) on the input first
+    decoder: str  # a DECODER_CHANNELS key
+    upsampling: str  # an UPSAMPLING mode
+    imagenet_normalize: bool  # ImageNet mean and std applied inside the network
+    bn_eps: float  # epsilon of every encoder BatchNorm
+    target: str  # "depthnorm" (max_depth / depth) or "metres"
+    min_depth: float  # metres
+    max_depth: float  # metres
+
+    @classmethod
+    def from_config(cls, config: Config) -> ModelSpec:
+        """The spec of the network that `config`'s model and loss params train."""
+        m, loss = config.model, config.loss
+        return cls(downsample=m.downsample, decoder=m.decoder, upsampling=m.upsampling,
+                   imagenet_normalize=m.pretrained, bn_eps=TORCHVISION_BN_EPS, target=loss.target,
+                   min_depth=loss.min_depth, max_depth=loss.max_depth)
+
+    def differences(self, config: Config) -> list[str]:
+        """"<dotted key>: trained with X, params.yaml says Y" for each param that says otherwise of this network or
+        of what its outputs mean (input normalisation and BatchNorm epsilon are the weights' own)."""
+        wanted = ModelSpec.from_config(config)
+        keys = {"downsample": "model", "decoder": "model", "upsampling": "model", "target": "loss",
+                "min_depth": "loss", "max_depth": "loss"}
+        return [
+            f"{section}.{key}: trained with {getattr(self, key)!r}, params.yaml says {getattr(wanted, key)!r}"
+            for key, section in keys.items()
+            if getattr(self, key) != getattr(wanted, key)
+        ]
 
 
 def output_stride(downsample: bool) -> int:

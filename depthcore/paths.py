@@ -6,12 +6,6 @@ from pathlib import Path
 
 PARAMS = Path("params.yaml")
 SOURCE_DIR = Path("data/source")  # the download stage's output: the source's one file (depthcore.sources)
-#: The file the download stage leaves in SOURCE_DIR for each `data.source`.
-SOURCE_FILES = {
-    "synthetic": "nyu_depth_v2_labeled.mat",
-    "nyuv2": "nyu_depth_v2_labeled.mat",
-    "densedepth": "nyu_data.zip",
-}
 SPLITS = Path("data/splits.json")  # the indices of each split, as used
 SHARDS = Path("data/shards")
 MODEL = Path("models/model.pt")  # final weights with the resolved config and the epochs trained
@@ -26,7 +20,3 @@ EVAL_PLOTS = Path("plots/eval")
 PUBLISHED = Path("references/published_nyuv2.csv")
 COMPARISON = Path("metrics/comparison")  # .md, .csv and .json
 
-
-def source_file(source: str, root: Path = SOURCE_DIR) -> Path:
-    """Where the download stage puts the file of `source` (a `data.source` value)."""
-    return root / SOURCE_FILES[source]

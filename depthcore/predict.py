@@ -2,7 +2,10 @@
 
     depthcore predict IMAGE_OR_DIR... [--model models/model.pt] [--out predictions/] [--device auto]
                       [--precision auto] [--batch-size 4] [--ply] [--fx FX --fy FY --cx CX --cy CY]
-    python -m depthcore.predict IMAGE_OR_DIR... (the same options)
+
+(`depthcore.cli` parses the command line.) --model is a depthcore model file or the authors' Keras .h5, converted
+in memory (`depthcore.inference.load_any_model`); the model file says how its inputs are scaled and what its outputs
+mean.
 
 Inputs: image files (anything Pillow reads, whatever the name), or directories: their files with an IMAGE_SUFFIXES
 suffix, sorted by name, not recursive, hidden files skipped. Each image is read upright as RGB (`read_rgb`) and
@@ -35,8 +38,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from depthcore.codec import ImageDecodeError, encode_png, metres_to_mm, open_image
-from depthcore.device import PRECISIONS, resolve_runtime
-from depthcore.errors import DepthcoreError, run_main
+from depthcore.device import Runtime
+from depthcore.errors import DepthcoreError
 from depthcore.files import atomic_path
 from depthcore.frame import fit_box, nyu_intrinsics, predict_images
 from depthcore.inference import Predictor, load_predictor
@@ -48,11 +51,8 @@ SUMMARY = "predict depth for images or folders of images with a trained model"
 #: Files of a directory that count as images (an image file named on the command line is read whatever its name).
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jfif", ".jpe", ".jpeg", ".jpg", ".pbm", ".pgm", ".png", ".pnm", ".ppm", ".tga",
                   ".tif", ".tiff", ".webp")
-DEFAULT_MODEL = Path("models/model.pt")
 DEFAULT_OUT = Path("predictions")
 DEFAULT_BATCH_SIZE = 4
-DEVICES = ("auto", "cpu", "cuda", "mps")
-CHANNELS_LAST = True  # the memory format train.channels_last defaults to
 #: Pillow modes of 16-bit (and 32-bit integer) greyscale images.
 WIDE_GREY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 WIDE_GREY_MAX = 65535
@@ -190,17 +190,12 @@ def predict_files(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The arguments of `depthcore predict`."""
+    """The arguments of `depthcore predict` (--model, --device and --precision come from `depthcore.cli`)."""
     parser.add_argument("inputs", nargs="+", type=Path, metavar="IMAGE_OR_DIR",
                         help="image files, or folders whose image files are all predicted (not recursive)")
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL,
-                        help=f"the trained model file (default: {DEFAULT_MODEL}, written by `dvc repro`)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
                         help=f"folder for the outputs, created if needed (default: {DEFAULT_OUT}/)")
-    parser.add_argument("--device", choices=DEVICES, default="auto", help="auto: cuda, then mps, then cpu")
-    parser.add_argument("--precision", choices=("auto", *PRECISIONS), default="auto",
-                        help="auto: bf16 where the hardware has it, fp16 on older CUDA, else fp32")
-    parser.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE,
+    parser.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE,
                         help=f"images per forward pass (default: {DEFAULT_BATCH_SIZE})")
     parser.add_argument("--ply", action="store_true", help="also write a coloured point cloud <stem>.ply per image")
     camera = parser.add_argument_group(
@@ -210,7 +205,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         camera.add_argument(f"--{name}", type=float)
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """An argparse type: a positive integer."""
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return int(text)
@@ -231,41 +227,17 @@ def _camera(args: argparse.Namespace) -> Intrinsics | None:
         raise DepthcoreError(f"camera for --ply: {err}") from None
 
 
-def run(args: argparse.Namespace) -> None:
-    """`depthcore predict` with parsed arguments: check everything that can be checked, then predict."""
+def run(args: argparse.Namespace, runtime: Runtime) -> None:
+    """`depthcore predict` with parsed arguments (`depthcore.cli`): check everything that can be checked, then
+    predict."""
     start = time.perf_counter()
     camera = _camera(args)
     images = find_images(args.inputs)
     check_names(images, args.out)
     check_writable(args.out)
-    try:
-        runtime = resolve_runtime(args.device, args.precision, CHANNELS_LAST)
-    except RuntimeError:
-        raise DepthcoreError(f"--device {args.device}: no such device here; use --device auto or cpu") from None
     predictor = load_predictor(args.model, runtime)
     failed = predict_files(images, predictor, args.out, args.batch_size, args.ply, camera)
     print(f"predicted {len(images) - len(failed)} of {len(images)} images in {time.perf_counter() - start:.1f} s "
           f"on {runtime.device} ({runtime.precision}); outputs in {args.out}/")
     if failed:
         raise DepthcoreError(f"{len(failed)} of {len(images)} inputs could not be read: {', '.join(map(str, failed))}")
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """The `depthcore` command (pyproject's console script): `depthcore predict IMAGE_OR_DIR... [options]`."""
-    parser = argparse.ArgumentParser(prog="depthcore", description="DenseDepth monocular depth with a trained model")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    add_arguments(commands.add_parser("predict", help=SUMMARY, description=SUMMARY))
-    args = parser.parse_args(argv)
-    run_main(lambda: run(args))
-
-
-def predict_main(argv: Sequence[str] | None = None) -> None:
-    """`python -m depthcore.predict IMAGE_OR_DIR... [options]`: `depthcore predict` without the command word."""
-    parser = argparse.ArgumentParser(prog="python -m depthcore.predict", description=SUMMARY)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    run_main(lambda: run(args))
-
-
-if __name__ == "__main__":
-    predict_main()

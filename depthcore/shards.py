@@ -14,7 +14,7 @@ Each member stores what the source stores, so that a 50K-image JPEG training set
 Pixel arrays are deflated; file bytes, already compressed, are stored. A shard is a plain zip of .npy members that
 `np.load(path, allow_pickle=False)` opens lazily, so one image is read without the rest of the shard.
 
-The writer and the reader of the format share this module (over 300 lines), so that the two cannot drift apart.
+The writer and the reader of the format share this module, so that the two cannot drift apart.
 
 Writing streams one image at a time (peak memory does not grow with the number of images), fixes every zip
 timestamp and attribute (identical inputs give byte-identical shards) and builds the whole set in a temporary
@@ -29,7 +29,7 @@ import os
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -42,7 +42,6 @@ from depthcore.codec import (
     DEPTH_MAX_M,
     decode_image,
     depth_png_to_metres,
-    metres_to_mm,
     mm_to_metres,
     open_image,
 )
@@ -75,41 +74,13 @@ class Sample:
 
 
 class SampleSource(Protocol):
-    """What `write_shards` reads from: `MatSamples` over the .mat, `depthcore.densedepth.DenseDepthZip`, ..."""
+    """What `write_shards` reads from: each data source opens into one (`depthcore.sources`)."""
 
     has_raw_depth: bool  # every sample has raw_depth, or none has
 
     def __len__(self) -> int: ...
 
     def sample(self, i: int) -> Sample: ...
-
-
-class DepthReader(Protocol):
-    """A reader of decoded images in metres: `depthcore.nyu.NyuMat` or any object with these three methods."""
-
-    def __len__(self) -> int: ...
-
-    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]: ...  # rgb (H, W, 3) uint8, depth (H, W) m
-
-    def raw_depth(self, i: int) -> np.ndarray: ...  # (H, W) metres, 0 = no reading
-
-
-class MatSamples:
-    """A `DepthReader` (the NYU .mat) as shard samples: pixels as they are, depths in millimetres."""
-
-    has_raw_depth = True
-
-    def __init__(self, reader: DepthReader) -> None:
-        self.reader = reader
-
-    def __len__(self) -> int:
-        return len(self.reader)
-
-    def sample(self, i: int) -> Sample:
-        rgb, depth = self.reader[i]
-        raw = self.reader.raw_depth(i)
-        what = f"source image {i}"
-        return Sample(rgb, metres_to_mm(depth, what), metres_to_mm(raw, what + " (raw depth)"))
 
 
 def write_shards(
@@ -145,7 +116,7 @@ def write_shards(
     try:
         tmp.chmod(0o755)  # mkdtemp makes it private; the finished set is an ordinary folder
         for name, indices in splits.items():
-            manifest["shards"][name] = _write_split(source, name, indices, tmp, shard_size, manifest, progress)
+            manifest["shards"][name] = _write_split(source, name, indices, _Target(tmp, shard_size, manifest, progress))
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
         _replace_dir(tmp, out_dir)
     except BaseException:
@@ -224,16 +195,20 @@ def _image_size(member: np.ndarray, what: str) -> tuple[int, int]:
     return height, width
 
 
-def _write_split(
-    source: SampleSource,
-    name: str,
-    indices: np.ndarray,
-    root: Path,
-    shard_size: int,
-    manifest: dict[str, Any],
-    progress: Any,
-) -> list[dict[str, Any]]:
-    """Write one split's shards under root/name; return their manifest entries."""
+@dataclass(frozen=True)
+class _Target:
+    """Where and how `write_shards` writes: the new set's folder, images per shard, the manifest being filled in
+    (formats and raw depth), and the progress callback (images written) or None."""
+
+    root: Path
+    shard_size: int
+    manifest: dict[str, Any]
+    progress: Callable[[int], object] | None
+
+
+def _write_split(source: SampleSource, name: str, indices: np.ndarray, target: _Target) -> list[dict[str, Any]]:
+    """Write one split's shards under target.root/name; return their manifest entries."""
+    root, shard_size, manifest, progress = target.root, target.shard_size, target.manifest, target.progress
     (root / name).mkdir()
     entries = []
     for start in range(0, len(indices), shard_size):

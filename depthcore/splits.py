@@ -15,21 +15,19 @@ Every split is a sorted int64 array of 0-based image indices; `write_splits` sto
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 import scipy.io
 
 from depthcore.checks import check_fraction, check_int
+from depthcore.config import official_val_count, random_split_counts
 from depthcore.files import write_text
+from depthcore.nyu import NYU_NUM_IMAGES, OFFICIAL_TRAIN_COUNT
 
 SPLIT_NAMES = ("train", "val", "test")
 METHODS = ("random", "official")
-NYU_NUM_IMAGES = 1449
-OFFICIAL_TRAIN_COUNT = 795
 OFFICIAL_TEST_COUNT = 654
-_EPS = 1e-9  # guards floor() against products like 0.29 * 100 = 28.999999999999996
 
 
 def make_splits(
@@ -63,9 +61,7 @@ def _random_splits(n: int, seed: int, train_fraction: float, val_fraction: float
             f"expected train_fraction + val_fraction < 1 (the rest is the test split), "
             f"got {train_fraction} + {val_fraction} = {train_fraction + val_fraction}"
         )
-    n_train = math.floor(train_fraction * n + _EPS)
-    n_val = math.floor(val_fraction * n + _EPS)
-    counts = {"train": n_train, "val": n_val, "test": n - n_train - n_val}
+    counts = random_split_counts(n, train_fraction, val_fraction)
     empty = [name for name, count in counts.items() if count == 0]
     if empty:
         raise ValueError(
@@ -73,7 +69,7 @@ def _random_splits(n: int, seed: int, train_fraction: float, val_fraction: float
             f"{train_fraction} and val_fraction {val_fraction}; use more images or other fractions"
         )
     order = np.random.default_rng(seed).permutation(n)
-    return _sorted_parts(order, n_train, n_val)
+    return _sorted_parts(order, counts["train"], counts["val"])
 
 
 def _official_splits(
@@ -89,7 +85,7 @@ def _official_splits(
         raise ValueError("expected official_file (NYU's splits.mat) for the official split, got None")
     check_fraction("official_val_fraction", official_val_fraction)
     train, test = read_official_splits(official_file)
-    n_val = math.floor(official_val_fraction * len(train) + 0.5)
+    n_val = official_val_count(official_val_fraction)
     if n_val in (0, len(train)):
         raise ValueError(
             f"expected official_val_fraction to leave both train and val non-empty, got "

@@ -1,7 +1,8 @@
 """Pictures for people, rendered with matplotlib's Agg backend to (h, w, 3) uint8 arrays.
 
 - `depth_grid`: image | ground truth | prediction (| error) per row, colour bars in metres, at most
-  MAX_GRID_WIDTH pixels wide (the training and evaluation grids).
+  MAX_GRID_WIDTH pixels wide; `prediction_grid` draws it for a dataset's first items and a predictor (the training
+  and evaluation grids).
 - `loss_curves`: train and validation loss per epoch.
 - `depth_colormap`: one depth map coloured at its own size, with a small colour bar in metres drawn in a corner
   (`depthcore predict`).
@@ -13,10 +14,11 @@ pyplot's global state or the user's backend.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+import torch
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.cm import ScalarMappable
@@ -123,6 +125,19 @@ def depth_grid(rgb: np.ndarray, gt: np.ndarray, pred: np.ndarray, with_error: bo
             _show(row[3], colorize(error, 0.0, emax, ERROR_CMAP))
             _colorbar(fig, row[3:], 0.0, emax, ERROR_CMAP, "error (m)")
     return render(fig)
+
+
+def prediction_grid(
+    predict: Callable[[torch.Tensor], torch.Tensor], dataset: Any, num: int, with_error: bool = False
+) -> np.ndarray:
+    """The first `num` items of `dataset` (dicts of `rgb` (3, H, W) uint8, `depth` (1, H, W) metres) as a picture:
+    image | ground truth | prediction (| error) per row, (h, w, 3) uint8 (`depth_grid`). `predict` maps rgb
+    (N, 3, H, W) uint8 to depth (N, 1, H, W) metres (a `depthcore.inference.Predictor`)."""
+    items = [dataset[i] for i in range(min(num, len(dataset)))]
+    rgb = torch.stack([item["rgb"] for item in items])  # (N, 3, H, W) uint8
+    pred = predict(rgb)[:, 0].numpy()  # (N, H, W) metres
+    gt = torch.stack([item["depth"][0] for item in items]).numpy()  # (N, H, W) metres
+    return depth_grid(rgb.permute(0, 2, 3, 1).numpy(), gt, pred, with_error)
 
 
 def _panel_width(h: int, w: int, columns: int, bars: int) -> float:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from depthcore.config import load_config
 from depthcore.errors import run_main
-from depthcore.sources import fetch_source
+from depthcore.sources import SOURCES, source_file
 
 
 def main() -> None:
-    fetch_source(load_config())
+    config = load_config()
+    SOURCES[config.data.source].fetch(config, source_file(config.data.source))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from depthcore.errors import run_main
 from depthcore.evaluate import evaluate_model
 from depthcore.files import atomic_path
 from depthcore.paths import EVAL, EVAL_INFO, EVAL_PLOTS, MODEL, PER_IMAGE, SHARDS
-from depthcore.report import info_record, metrics_record, per_image_table, provenance, write_json
+from depthcore.report import eval_settings, info_record, metrics_record, per_image_table, provenance, write_json
 from depthcore.shards import read_manifest
 
 
@@ -21,7 +21,8 @@ def main() -> None:
         per_image_table(accumulators, manifest["source_indices"]["test"]).to_csv(tmp, index=False, float_format="%.6f")
     with atomic_path(EVAL_PLOTS / "test_grid.png") as tmp:
         Image.fromarray(grid).save(tmp, format="PNG")
-    write_json(EVAL_INFO, info_record(provenance(config, manifest), list(accumulators), unusable))
+    info = info_record(provenance(config, manifest), list(accumulators), unusable, eval_settings(config))
+    write_json(EVAL_INFO, info)
     write_json(EVAL, metrics_record(accumulators))
 
 

@@ -10,8 +10,8 @@ from depthcore import distributed
 from depthcore.config import load_config
 from depthcore.device import resolve_device
 from depthcore.errors import run_main
-from depthcore.paths import CHECKPOINT, MODEL, SHARDS, TRAIN_LOG
-from depthcore.train import fit
+from depthcore.paths import TRAIN_LOG
+from depthcore.train import TrainFiles, fit
 from depthcore.visualize import loss_curves
 
 
@@ -21,21 +21,23 @@ def main() -> None:
     info = distributed.setup(resolve_device(config.train.device).type)
     try:
         if not info.is_main:
-            fit(config, SHARDS, MODEL, CHECKPOINT, lambda record, grid: None, info)
+            fit(config, TrainFiles(), lambda record, grid: None, info)
             return
         with Live(dir=str(TRAIN_LOG), dvcyaml=None, save_dvc_exp=False) as live:
             history = []
 
             def log(record: dict[str, float], grid: np.ndarray | None) -> None:
-                history.append(record)
-                live.log_metric("train_loss", record["train_loss"])
-                live.log_metric("val_loss", record["val_loss"])
-                live.log_image("loss_curves.png", loss_curves(history))
+                for key in ("train_loss", "val_loss"):
+                    if key in record:  # train.epochs 0 logs the starting model's val_loss alone
+                        live.log_metric(key, record[key])
+                if "train_loss" in record:
+                    history.append(record)
+                    live.log_image("loss_curves.png", loss_curves(history))
                 if grid is not None:
                     live.log_image("val_grid.png", grid)
                 live.next_step()
 
-            fit(config, SHARDS, MODEL, CHECKPOINT, log, info)
+            fit(config, TrainFiles(), log, info)
     finally:
         distributed.teardown(info)
 

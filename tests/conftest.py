@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from depthcore.nyu import NyuMat
-from depthcore.shards import MatSamples, write_shards
+from depthcore.shards import write_shards
+from depthcore.sources.nyu_mat import MatSamples, NyuMat
+from depthcore.sources.synthetic import write_synthetic_nyu
 from depthcore.splits import make_splits
-from depthcore.synthetic import write_synthetic_nyu
 from tests.helpers import SHARED_ENV
 
 TINY_IMAGES = 8  # split 4 train / 2 val / 2 test

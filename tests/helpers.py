@@ -14,6 +14,7 @@ import torch
 import yaml
 
 from depthcore.config import Config, build
+from depthcore.model import ModelSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "depthcore"
@@ -67,18 +68,32 @@ def tiny_train_config(**overrides) -> Config:
     return make_config(**{**settings, **overrides})
 
 
+def module_names(dotted: str) -> set[str]:
+    """The package files that importing `dotted` runs, as paths under depthcore/ without ".py": the module and the
+    `__init__` of every subpackage on the way ("depthcore.sources.nyu_mat" -> sources/__init__, sources/nyu_mat).
+    None for a name that is not a module of the package (an attribute)."""
+    parts = dotted.split(".")[1:]
+    names = {"/".join(parts[:k]) + "/__init__" for k in range(1, len(parts))}
+    path = "/".join(parts)
+    if (ROOT / PACKAGE / path).is_dir():
+        return names | {path + "/__init__"}
+    return names | {path} if (ROOT / PACKAGE / f"{path}.py").is_file() else None
+
+
 def package_imports(path: Path) -> set[str]:
-    """Names of the depthcore modules the Python file at `path` imports directly (`from depthcore.x import y`,
-    `import depthcore.x`, `from depthcore import x`)."""
-    found = set()
+    """The depthcore modules (`module_names`) the Python file at `path` imports directly (`from depthcore.x import
+    y`, `import depthcore.x`, `from depthcore import x`, `from depthcore.sources import nyuv2`)."""
+    found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            if node.module == PACKAGE:
-                found.update(alias.name for alias in node.names)
-            elif node.module.startswith(PACKAGE + "."):
-                found.add(node.module.split(".")[1])
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == PACKAGE:
+            if node.module != PACKAGE:
+                found |= module_names(node.module)
+            for alias in node.names:  # a submodule imported by name
+                found |= module_names(f"{node.module}.{alias.name}") or set()
         elif isinstance(node, ast.Import):
-            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith(PACKAGE + "."))
+            for alias in node.names:
+                if alias.name.startswith(PACKAGE + "."):
+                    found |= module_names(alias.name)
     return found
 
 
@@ -96,7 +111,7 @@ def import_closure(path: Path) -> set[str]:
 
 class TinyDepthNet(torch.nn.Module):
     """(B, 3, H, W) -> (B, 1, H/8, W/8): three strided convolutions standing in for DenseDepth (43 MB of weights)
-    where a test checks bookkeeping, not learning. `tiny_model(config)` is a `depthcore.train.ModelFactory`."""
+    where a test checks bookkeeping, not learning. `tiny_model` is a `depthcore.train.ModelFactory`."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -112,6 +127,6 @@ class TinyDepthNet(torch.nn.Module):
         return self.layers(x) + 10.0  # about the middle of the DepthNorm range [1, 100]
 
 
-def tiny_model(config: Config) -> TinyDepthNet:
+def tiny_model(config: Config) -> tuple[TinyDepthNet, ModelSpec]:
     torch.manual_seed(config.seed)
-    return TinyDepthNet()
+    return TinyDepthNet(), ModelSpec.from_config(config)

@@ -8,10 +8,12 @@ import torch.nn.functional as F
 
 from depthcore.device import resolve_runtime
 from depthcore.inference import Predictor
+from depthcore.model import ModelSpec
+from tests.helpers import make_config
 
 CPU_FP32 = resolve_runtime("cpu", "fp32", False)
 #: RedDepth's output read as metres directly, clamped to [0.1, 10].
-METRES = {"target": "metres", "min_depth": 0.1, "max_depth": 10.0}
+METRES = ModelSpec.from_config(make_config(**{"loss.target": "metres", "loss.min_depth": 0.1, "loss.max_depth": 10.0}))
 
 
 class RedDepth(torch.nn.Module):

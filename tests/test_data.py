@@ -1,11 +1,28 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 import torch
 
-from depthcore.data import EpochSampler, ShardDataset, make_loader, resolve_num_workers
-from depthcore.shards import MatSamples, ShardError, write_shards
+import depthcore.data as data_module
+from depthcore.data import (
+    MAX_OPEN_SHARDS,
+    EpochSampler,
+    ShardDataset,
+    make_loader,
+    resolve_num_workers,
+    usable_cores,
+    verify_for_training,
+)
+from depthcore.distributed import Dist
+from depthcore.shards import ShardError, read_manifest, write_shards
+from depthcore.sources.nyu_mat import MatSamples
+from tests.helpers import ROOT
 
 H, W, N = 4, 6, 7
 IDENTITY = (0, 1, 2)
@@ -161,15 +178,18 @@ def test_shuffle_order_is_seeded_by_seed_and_epoch(shard_dir):
 
 
 def test_persistent_workers_give_the_same_batches_every_epoch(shard_dir):
-    """Workers live across epochs (the epoch travels with each index), and give exactly what no worker gives."""
+    """Workers live across epochs (the epoch travels with each index), and give exactly what no worker gives, as do
+    workers started for each pass (`persistent=False`, the validation loader's)."""
     ds = ShardDataset(shard_dir, "train", augment=True, seed=2)
     single, multi = (make_loader(ds, 2, shuffle=True, seed=2, num_workers=n) for n in (0, 2))
-    assert multi.persistent_workers and not single.persistent_workers
+    each_pass = make_loader(ds, 2, shuffle=True, seed=2, num_workers=2, persistent=False)
+    assert multi.persistent_workers and not single.persistent_workers and not each_pass.persistent_workers
     for epoch in (3, 4):
-        one, two = epoch_batches(single, epoch), epoch_batches(multi, epoch)
-        assert len(one) == len(two) == 4
-        for x, y in zip(one, two, strict=True):
-            assert all(torch.equal(x[k], y[k]) for k in ("rgb", "depth", "raw_depth", "index"))
+        one, two, three = epoch_batches(single, epoch), epoch_batches(multi, epoch), epoch_batches(each_pass, epoch)
+        assert len(one) == len(two) == len(three) == 4
+        for x, y, z in zip(one, two, three, strict=True):
+            keys = ("rgb", "depth", "raw_depth", "index")
+            assert all(torch.equal(x[k], y[k]) and torch.equal(x[k], z[k]) for k in keys)
     assert not torch.equal(epoch_batches(single, 3)[0]["rgb"], epoch_batches(single, 4)[0]["rgb"])
 
 
@@ -196,12 +216,78 @@ def test_processes_split_each_epoch_round_robin():
 
 
 def test_num_workers_auto(monkeypatch):
-    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)))
+    monkeypatch.setattr(data_module, "usable_cores", lambda: 16)
     assert resolve_num_workers("auto", 1) == 8  # 15 spare, capped
     assert resolve_num_workers("auto", 4) == 3  # 16 / 4 - 1
-    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(data_module, "usable_cores", lambda: 2)
     assert resolve_num_workers("auto", 1) == 1 and resolve_num_workers("auto", 2) == 1  # never 0
     assert resolve_num_workers(0) == 0 and resolve_num_workers(3) == 3
+
+
+def fake_cgroups(tmp_path, membership: str, files: dict[str, str]):
+    """A cgroup mount under tmp_path with `files` (path -> text) and a /proc/self/cgroup saying `membership`."""
+    root = tmp_path / "cgroup"
+    for path, text in files.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(text)
+    (tmp_path / "self").write_text(membership)
+    return root, tmp_path / "self"
+
+
+def test_usable_cores_follow_affinity_and_the_cgroup_quota(monkeypatch, tmp_path):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)))
+    # cgroup v2: 4 CPUs' worth (400000 / 100000 us) set on the parent, none on the process's own cgroup
+    v2 = {"cpu.max": "max 100000\n", "kube/cpu.max": "400000 100000\n", "kube/pod/cpu.max": "max 100000\n"}
+    assert usable_cores(*fake_cgroups(tmp_path / "a", "0::/kube/pod\n", v2)) == 4
+    # a quota of 2.5 CPUs allows 3 busy cores part of the time: rounded up
+    v2 = {"cpu.max": "250000 100000\n"}
+    assert usable_cores(*fake_cgroups(tmp_path / "b", "0::/\n", v2)) == 3
+    # cgroup v1: the cpu controller's cfs files; -1 is no limit
+    v1 = {"cpu/docker/cpu.cfs_quota_us": "200000\n", "cpu/docker/cpu.cfs_period_us": "100000\n"}
+    assert usable_cores(*fake_cgroups(tmp_path / "c", "5:cpu,cpuacct:/docker\n1:memory:/docker\n", v1)) == 2
+    v1 = {"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}
+    assert usable_cores(*fake_cgroups(tmp_path / "d", "5:cpu,cpuacct:/\n", v1)) == 16
+    # no quota anywhere, or no cgroup files at all: the affinity alone; a quota above it changes nothing
+    assert usable_cores(*fake_cgroups(tmp_path / "e", "0::/x\n", {"x/cpu.max": "max 100000\n"})) == 16
+    assert usable_cores(tmp_path / "nothing", tmp_path / "nothing" / "cgroup") == 16
+    assert usable_cores(*fake_cgroups(tmp_path / "f", "0::/\n", {"cpu.max": "3200000 100000\n"})) == 16
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
+    assert usable_cores(*fake_cgroups(tmp_path / "g", "0::/\n", {"cpu.max": "400000 100000\n"})) == 2
+
+
+class ManyImages(PatternReader):
+    def __len__(self) -> int:
+        return 64
+
+
+def test_reading_more_shards_than_the_open_file_limit(tmp_path):
+    """A training pass over 64 shards of one image in a process allowed 40 open files: shards are closed again."""
+    out = tmp_path / "shards"
+    write_shards(MatSamples(ManyImages()), {"train": np.arange(64)}, out, shard_size=1, provenance={})
+    child = textwrap.dedent(
+        """
+        import os, resource, sys
+        from depthcore.data import ShardDataset, make_loader
+        resource.setrlimit(resource.RLIMIT_NOFILE, (40, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+        loader = make_loader(ShardDataset(sys.argv[1], "train", augment=True), 4, shuffle=True, seed=0)
+        loader.sampler.set_epoch(1)
+        print(sum(len(batch["index"]) for batch in loader), "images;", len(os.listdir("/proc/self/fd")), "open files")
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", child, str(out)], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("64 images;")
+
+
+def test_open_shards_are_bounded(tmp_path):
+    out = tmp_path / "shards"
+    write_shards(MatSamples(ManyImages()), {"train": np.arange(64)}, out, shard_size=2, provenance={})
+    ds = ShardDataset(out, "train")
+    before = len(os.listdir("/proc/self/fd"))
+    for i in range(64):
+        assert ds[i]["index"] == i
+    assert len(os.listdir("/proc/self/fd")) - before == MAX_OPEN_SHARDS  # 32 shards read, the last 8 still open
+    assert torch.equal(ds[0]["depth"], ShardDataset(out, "train")[0]["depth"])  # a closed shard opens again
 
 
 def test_pin_memory_only_for_cuda(shard_dir):
@@ -238,3 +324,34 @@ def test_bad_arguments_are_refused(shard_dir):
         make_loader(ShardDataset(shard_dir, "train"), 0, shuffle=False, seed=0)
     with pytest.raises(IndexError, match="expected an index in \\[0, 7\\), got 7"):
         ShardDataset(shard_dir, "train")[7]
+
+
+class OtherProcessFailed:
+    """A process of a launch that is not its machine's local rank 0, whose local rank 0 found a bad shard."""
+
+    local_rank = 1
+
+    def any(self, flag: bool) -> bool:
+        return True
+
+
+def test_verify_for_training_checks_every_split_before_training(tmp_path, monkeypatch):
+    """A truncated validation shard is refused before the first step (training only checked the train split), in one
+    line; a process that does not hash is told, not left waiting."""
+    out = tmp_path / "shards"
+    splits = {"train": np.arange(4), "val": np.arange(4, 6), "test": np.arange(6, 7)}
+    write_shards(MatSamples(PatternReader()), splits, out, shard_size=2, provenance={})
+    assert verify_for_training(out, Dist()) == read_manifest(out)
+    val = out / "val" / "val-00000.npz"
+    size = val.stat().st_size
+    val.write_bytes(val.read_bytes()[:-10])
+    ShardDataset(out, "train")  # what training checked alone
+    with pytest.raises(ShardError) as caught:
+        verify_for_training(out, Dist())
+    message = str(caught.value)
+    assert message.startswith(f"shard {val}: expected {size} bytes, found {size - 10}; ") and "\n" not in message
+    hashed = []
+    monkeypatch.setattr("depthcore.shards.sha256_file", lambda path, *args: hashed.append(path))
+    with pytest.raises(ShardError, match="failed verification on another process \\(local rank 0 of a machine\\)"):
+        verify_for_training(out, OtherProcessFailed())
+    assert hashed == []  # local rank 1 reads no shard

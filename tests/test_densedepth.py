@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from depthcore import synthetic
 from depthcore.codec import decode_image, depth_png_to_metres
-from depthcore.densedepth import DenseDepthZip, DenseDepthZipError, densedepth_splits
 from depthcore.errors import DepthcoreError
-from depthcore.scenes import Scene
-from depthcore.synthetic import write_synthetic_densedepth_zip
+from depthcore.sources import synthetic
+from depthcore.sources.densedepth import DenseDepthZip, DenseDepthZipError, densedepth_splits, room
+from depthcore.sources.scenes import Scene
+from depthcore.sources.synthetic import write_synthetic_densedepth_zip
 
 H, W = 480, 640
 SCENES = {"kitchen_0001_out": 2, "office_0003_out": 1}  # scene -> frames
@@ -328,11 +328,25 @@ def test_splits_refusals(tmp_path: Path) -> None:
                 densedepth_splits(z, bad, 0)
         with pytest.raises(ValueError, match="expected seed to be an integer >= 0"):
             densedepth_splits(z, 0.1, -1)
-        with pytest.raises(DenseDepthZipError, match="leave at least one of the 10 training scenes"):
+        with pytest.raises(DenseDepthZipError, match="leave at least one of the 10 training rooms"):
             densedepth_splits(z, 0.95, 0)  # round(9.5) = 10 scenes
     with DenseDepthZip(scenes_zip(tmp_path / "one.zip", {"room_0001_out": 3})) as z:
         with pytest.raises(DenseDepthZipError, match="lower val_fraction or use a zip with more scenes"):
             densedepth_splits(z, 0.1, 0)
+
+
+def test_recordings_of_one_room_stay_on_one_side(tmp_path: Path) -> None:
+    """NYU's raw scenes `kitchen_0028a`, `kitchen_0028b` are two recordings of one room: holding out by folder name
+    could put the room in train and validation; holding out by room cannot."""
+    assert [room(s) for s in ("kitchen_0028a_out", "kitchen_0028b_out", "office_0003_out", "study_0004ab")] == [
+        "kitchen_0028_out", "kitchen_0028_out", "office_0003_out", "study_0004"]
+    frames = {f"room_{k:04d}{letter}_out": 2 for k in range(6) for letter in "ab"}  # 6 rooms, 2 recordings each
+    with DenseDepthZip(scenes_zip(tmp_path / "nyu_data.zip", frames)) as z:
+        for seed in range(5):
+            splits = densedepth_splits(z, 0.5, seed)
+            rooms = {name: {room(z.scene(i)) for i in splits[name]} for name in ("train", "val")}
+            assert not rooms["train"] & rooms["val"]
+            assert len(rooms["val"]) == 3  # round(0.5 * 6) rooms, not scenes
 
 
 # ------------------------------------------------------------------------------------------- the writer

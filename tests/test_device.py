@@ -7,7 +7,14 @@ import shutil
 import pytest
 import torch
 
-from depthcore.device import Runtime, cpu_has_native_bf16, resolve_device, resolve_precision, resolve_runtime
+from depthcore.device import (
+    Runtime,
+    cpu_has_native_bf16,
+    cuda_bf16,
+    resolve_device,
+    resolve_precision,
+    resolve_runtime,
+)
 from depthcore.train import fit
 from tests.helpers import tiny_train_config
 
@@ -41,12 +48,44 @@ def test_auto_picks_fp32_on_a_cpu_without_native_bf16(cpuinfo, tmp_path):
     assert resolve_precision("auto", CPU, cpuinfo=tmp_path / "missing") is None  # unreadable: no bf16
 
 
-def test_auto_on_cuda_prefers_bf16_then_fp16(monkeypatch):
-    cuda = torch.device("cuda")
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
-    assert resolve_precision("auto", cuda) is torch.bfloat16
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
-    assert resolve_precision("auto", cuda) is torch.float16
+# Stand-ins for torch.cuda.is_bf16_supported(including_emulation=True) with its real signature and default: by
+# default it also counts GPUs that only emulate bf16 (compute capability below 8.0: a V100, a T4).
+def ampere_or_later(including_emulation: bool = True) -> bool:
+    return True
+
+
+def emulating_gpu(including_emulation: bool = True) -> bool:
+    return including_emulation
+
+
+def without_bf16(including_emulation: bool = True) -> bool:
+    return False
+
+
+@pytest.mark.parametrize(
+    ("gpu", "support", "dtype"),
+    [(ampere_or_later, "native", torch.bfloat16), (emulating_gpu, "emulated", torch.float16),
+     (without_bf16, "none", torch.float16)],
+)  # fmt: skip
+def test_auto_on_cuda_picks_bf16_only_where_the_gpu_computes_it(monkeypatch, gpu, support, dtype):
+    """A GPU that only emulates bf16 gets fp16 with a loss scaler, not bf16 (slow there, no cuDNN convolutions)."""
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", gpu)
+    assert cuda_bf16() == support
+    assert resolve_precision("auto", torch.device("cuda")) is dtype
+    assert resolve_precision("bf16", torch.device("cuda")) is torch.bfloat16  # asked for: taken as is
+
+
+def test_the_runtime_says_when_a_gpu_only_emulates_bf16(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", emulating_gpu)
+    auto = resolve_runtime("cuda", "auto", channels_last=True)
+    assert auto.dtype is torch.float16 and auto.grad_scaler().is_enabled()
+    assert auto.note == "fp16 with a loss scaler: this GPU only emulates bf16 (compute capability below 8.0)"
+    assert resolve_runtime("cuda", "bf16", True).note.startswith("bf16 is only emulated on this GPU")
+    assert resolve_runtime("cuda", "fp32", True).note == ""
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", ampere_or_later)
+    assert resolve_runtime("cuda", "auto", True).note == resolve_runtime("cuda", "bf16", True).note == ""
+    assert resolve_runtime("cpu", "auto", True).note == ""
 
 
 def test_auto_on_mps_is_fp32():

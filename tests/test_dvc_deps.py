@@ -12,9 +12,10 @@ from depthcore.train import TRAINING_CODE
 from tests.helpers import PACKAGE, ROOT, import_closure
 
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-#: Modules the train stage imports that cannot change the trained weights: a change to them may rerun the stage,
-#: which then restores the finished checkpoint instead of training again.
-NOT_TRAINING_CODE = {"visualize", "progress", "files", "errors", "inference"}
+#: Modules the train stage imports that cannot change the trained weights (pictures, progress, file writing, error
+#: reporting, where files live): a change to them may rerun the stage, which then restores the finished checkpoint
+#: instead of training again. `inference` is training code: the loop prepares the network with it.
+NOT_TRAINING_CODE = {"visualize", "progress", "files", "errors", "paths"}
 
 
 def listed_modules(stage: str) -> set[str]:

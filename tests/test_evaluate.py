@@ -17,9 +17,11 @@ from depthcore.evaluate import (
     usable_protocols,
 )
 from depthcore.metrics import PROTOCOLS
-from depthcore.nyu import NyuMat
 from depthcore.shards import read_manifest
+from depthcore.sources.nyu_mat import NyuMat
 from tests.helpers import tiny_train_config
+
+SETTINGS = tiny_train_config(**{"eval.edge_threshold": 0.2}).eval  # batches of 2, edges over 0.2
 
 
 def _test_depths(tiny_mat, tiny_shards) -> np.ndarray:
@@ -80,7 +82,7 @@ def test_oracle_is_area_pooled_then_upsampled_on_pixel_centres():
 def test_constant_predictor_equals_hand_computed_rms(tiny_mat, tiny_shards):
     dataset = ShardDataset(tiny_shards, "test")
     accumulators = run_protocols(
-        lambda batch: torch.full((len(batch["rgb"]), 1, 480, 640), 3.0), dataset, ["report"], 2, 0.2
+        lambda batch: torch.full((len(batch["rgb"]), 1, 480, 640), 3.0), dataset, ["report"], SETTINGS
     )
     d = _test_depths(tiny_mat, tiny_shards)
     per_image_rms = np.sqrt(((d - 3.0) ** 2).mean(axis=(1, 2)))
@@ -96,8 +98,8 @@ def test_flip_averaging_applies_only_to_protocols_that_ask(tiny_shards):
     def flat(batch):
         return torch.full((len(batch["rgb"]), 1, 480, 640), 5.0)
 
-    accs = run_protocols(left_right_ramp, dataset, ["report", "densedepth"], 2, 0.2)
-    flat_accs = run_protocols(flat, dataset, ["densedepth"], 2, 0.2)
+    accs = run_protocols(left_right_ramp, dataset, ["report", "densedepth"], SETTINGS)
+    flat_accs = run_protocols(flat, dataset, ["densedepth"], SETTINGS)
     assert PROTOCOLS["densedepth"].flip_average and not PROTOCOLS["report"].flip_average
     # the ramp and its mirror average to a flat 5 m, so densedepth sees exactly the constant predictor
     assert accs["densedepth"].result() == pytest.approx(flat_accs["densedepth"].result())

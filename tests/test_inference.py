@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,7 +11,7 @@ from depthcore.config import as_dict
 from depthcore.device import resolve_runtime
 from depthcore.inference import MODEL_FORMAT, ModelFileError, Predictor, load_model, save_model, upsample
 from depthcore.metrics import depth_errors
-from depthcore.model import DenseDepth
+from depthcore.model import DenseDepth, ModelSpec
 from tests.helpers import make_config
 
 CPU = resolve_runtime("cpu", "fp32", False)
@@ -31,17 +32,34 @@ def test_a_perfect_low_resolution_ramp_scores_rel_under_half_a_percent():
 def _saved(tmp_path, **overrides):
     config = make_config(**overrides)
     torch.manual_seed(0)
-    model = DenseDepth(config.model.downsample, decoder=config.model.decoder)
-    save_model(tmp_path / "model.pt", model, config, 3)
+    spec = ModelSpec.from_config(config)
+    model = DenseDepth.from_spec(spec)
+    save_model(tmp_path / "model.pt", model, spec, config=config, epochs=3, origin="a test")
     return tmp_path / "model.pt", model, config
 
 
 def test_model_file_round_trip(tmp_path):
-    path, model, config = _saved(tmp_path)
-    loaded, saved = load_model(path, expect=config)
-    assert saved == as_dict(config) and not loaded.training
+    path, model, config = _saved(tmp_path, **{"model.upsampling": "half_pixel"})
+    loaded, spec, record = load_model(path, expect=config)
+    assert record["config"] == as_dict(config) and record["epochs"] == 3 and record["origin"] == "a test"
+    assert spec == ModelSpec.from_config(config) and spec.upsampling == "half_pixel" and not loaded.training
+    assert not loaded.up[0].align_corners  # the structure comes from the spec, not from defaults
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
     assert torch.load(path, weights_only=True)["format"] == MODEL_FORMAT
+
+
+def test_a_first_format_file_loads_with_the_spec_its_config_implies(tmp_path):
+    """Files written before the model spec existed: a config and weights; the oldest have no model.decoder (the
+    full decoder was the only one)."""
+    config = as_dict(make_config(**{"model.decoder": "full"}))
+    del config["model"]["decoder"], config["model"]["upsampling"], config["model"]["init"]
+    torch.manual_seed(0)
+    model = DenseDepth(True, decoder="full")
+    torch.save({"format": "depthcore-model-v1", "model": model.state_dict(), "config": config, "epochs": 2},
+               tmp_path / "old.pt")
+    loaded, spec, _ = load_model(tmp_path / "old.pt")
+    assert (spec.decoder, spec.upsampling, spec.downsample, spec.bn_eps) == ("full", "corners", True, 1e-5)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
 
 
 def test_model_trained_under_other_settings_is_refused_naming_both_values(tmp_path):
@@ -59,8 +77,15 @@ def test_missing_and_foreign_model_files_are_refused(tmp_path):
     with pytest.raises(ModelFileError, match=r"no model file at .*missing.pt: run `dvc repro`.*--model"):
         load_model(tmp_path / "missing.pt")
     (tmp_path / "text.pt").write_text("not a model")
-    with pytest.raises(ModelFileError, match=r"text.pt is not a depthcore model file \(torch cannot read it"):
+    with pytest.raises(ModelFileError, match=r"text.pt is not a depthcore model file \(not a readable torch archive"):
         load_model(tmp_path / "text.pt")
+    (tmp_path / "random.pt").write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    with pytest.raises(ModelFileError) as refused:
+        load_model(tmp_path / "random.pt")
+    assert "weights_only" not in str(refused.value) and "\n" not in str(refused.value)  # no torch advice, one line
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(ModelFileError, match=r"empty.pt is empty \(0 bytes\)"):
+        load_model(tmp_path / "empty.pt")
     torch.save({"state_dict": {}}, tmp_path / "other.pt")
     with pytest.raises(ModelFileError, match=r"other.pt is not a depthcore model file: expected format"):
         load_model(tmp_path / "other.pt")
@@ -78,7 +103,7 @@ class Constant(torch.nn.Module):
 
 
 def test_predictor_reads_targets_back_as_metres_at_the_input_size():
-    loss = {"target": "depthnorm", "min_depth": 0.1, "max_depth": 10.0}
+    loss = ModelSpec.from_config(make_config(**{"loss.target": "depthnorm", "loss.max_depth": 10.0}))
     rgb = torch.randint(0, 256, (2, 3, 64, 96), dtype=torch.uint8)
     depth = Predictor(Constant(4.0), CPU, loss)(rgb)
     assert depth.shape == (2, 1, 64, 96) and depth.device.type == "cpu"

@@ -1,10 +1,24 @@
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
+from pytorch_msssim import ssim
+from torch.overrides import TorchFunctionMode
 
-from depthcore.loss import DepthLoss, depth_l1, gradient_loss, ssim_loss, target_range, to_metres, to_target
+import depthcore.loss as loss_module
+from depthcore.loss import (
+    DepthLoss,
+    depth_l1,
+    gaussian_window,
+    gradient_loss,
+    ssim_loss,
+    target_range,
+    to_metres,
+    to_target,
+)
 
 
 def _map(values) -> torch.Tensor:
@@ -79,6 +93,67 @@ def test_ssim_loss_hand_value_on_constant_maps():
         assert value == pytest.approx((1 - ssim) / 2, rel=1e-5)
     x = torch.rand(2, 1, 16, 16) * 10
     assert ssim_loss(x, x, 10.0).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_gaussian_window_hand_values():
+    # w_k proportional to exp(-(k - 5)^2 / (2 * 1.5^2)), k = 0..10, summing to 1; computed here in float64.
+    expected = [math.exp(-((k - 5) ** 2) / 4.5) for k in range(11)]
+    expected = torch.tensor([w / sum(expected) for w in expected], dtype=torch.float32)
+    window = gaussian_window()
+    assert window.shape == (1, 1, 1, 11) and window.dtype == torch.float32
+    torch.testing.assert_close(window.flatten(), expected, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("target", ["depthnorm", "metres"])
+def test_ssim_with_the_kept_window_is_pytorch_msssims_default_to_the_bit(target):
+    """The loss with its window made once equals, bit for bit, pytorch_msssim building its own window each call."""
+    generator = torch.Generator().manual_seed(3)
+    gt = 0.5 + 9.0 * torch.rand(4, 1, 48, 64, generator=generator)  # metres, at twice pred's size
+    pred = to_target(0.5 + 9.0 * torch.rand(4, 1, 24, 32, generator=generator), target)
+    loss = DepthLoss(target=target)
+    total, parts = loss(pred, gt)
+    small = to_target(torch.nn.functional.adaptive_avg_pool2d(gt, (24, 32)), target)
+    data_range = target_range(target)[1]
+    default = ((1 - ssim(pred, small, data_range=data_range, size_average=True)) / 2).clamp(0, 1)
+    assert torch.equal(parts["ssim"], default)
+    assert torch.equal(ssim_loss(pred, small, data_range, gaussian_window()), ssim_loss(pred, small, data_range))
+    old_total = loss.w_depth * depth_l1(pred, small) + loss.w_grad * gradient_loss(pred, small) + loss.w_ssim * default
+    assert torch.equal(total, old_total)
+
+
+class FunctionNames(TorchFunctionMode):
+    """Records the name of every torch function called inside the block."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.names.append(getattr(func, "__name__", str(func)))
+        return func(*args, **(kwargs or {}))
+
+
+def test_the_ssim_window_is_made_once_and_kept_out_of_the_state_dict(monkeypatch):
+    """Each call smooths with the module's own window (moved with it by .to(device)), builds no new one (a CPU tensor
+    copied to the device every step), and old state dicts, without the window, still load."""
+    loss = DepthLoss()
+    windows = []
+
+    def recording_ssim(*args, **kwargs):
+        windows.append(kwargs.get("win"))
+        return ssim(*args, **kwargs)
+
+    monkeypatch.setattr(loss_module, "ssim", recording_ssim)
+    gt = 1.0 + 8.0 * torch.rand(2, 1, 32, 32)
+    pred = 1.0 + 99.0 * torch.rand(2, 1, 16, 16)
+    with FunctionNames() as calls:
+        for _ in range(2):
+            loss(pred, gt)
+    assert len(windows) == 2 and all(window is loss.ssim_window for window in windows)
+    assert "conv2d" in calls.names  # the recorder sees the smoothing...
+    assert "arange" not in calls.names and "exp" not in calls.names  # ...but no Gaussian built per call
+    assert "ssim_window" in dict(loss.named_buffers()) and loss.state_dict() == {}
+    loss.load_state_dict({})
 
 
 def test_terms_reject_bad_shapes():

@@ -1,4 +1,5 @@
-"""depthcore.model: Table 1 shapes, both downsample modes, frozen encoder, pretrained loading and its error."""
+"""depthcore.model: Table 1 shapes, both downsample modes, both upsampling modes by hand, BatchNorm epsilon, frozen
+encoder, pretrained loading and its error."""
 
 from __future__ import annotations
 
@@ -11,7 +12,13 @@ from torchvision.models import densenet169
 
 import depthcore.model as model_module
 from depthcore.files import sha256_file
-from depthcore.model import DenseDepth, PretrainedWeightsUnavailable, output_stride, pretrained_weights_path
+from depthcore.model import (
+    DenseDepth,
+    PretrainedWeightsUnavailable,
+    UpBlock,
+    output_stride,
+    pretrained_weights_path,
+)
 
 # Report Table 1 at a 480x640 input with downsampling: (channels, height, width).
 TABLE1 = {
@@ -95,6 +102,57 @@ def test_output_is_half_resolution_without_downsampling():
     with torch.no_grad():
         out = model(torch.rand(2, 3, 96, 128))
     assert out.shape == (2, 1, 48, 64)
+
+
+# A (2, 3) map x[r, c] = 3r + c upsampled to (4, 6). Bilinear interpolation of a linear map is exact, so output (i, j)
+# is 3 * row + col at the source position it samples. Corners: row i (2 - 1) / (4 - 1) = i / 3, col j (3 - 1) / (6 - 1)
+# = 0.4 j. Half pixel: (i + 0.5) * 2 / 4 - 0.5 = i / 2 - 0.25, col j / 2 - 0.25, each clamped to the map
+# ([0, 1] and [0, 2]): rows 0, 0.25, 0.75, 1 and cols 0, 0.25, 0.75, 1.25, 1.75, 2.
+UPSAMPLED_BY_HAND = {
+    "corners": [
+        [0.0, 0.4, 0.8, 1.2, 1.6, 2.0],
+        [1.0, 1.4, 1.8, 2.2, 2.6, 3.0],
+        [2.0, 2.4, 2.8, 3.2, 3.6, 4.0],
+        [3.0, 3.4, 3.8, 4.2, 4.6, 5.0],
+    ],
+    "half_pixel": [
+        [0.0, 0.25, 0.75, 1.25, 1.75, 2.0],
+        [0.75, 1.0, 1.5, 2.0, 2.5, 2.75],
+        [2.25, 2.5, 3.0, 3.5, 4.0, 4.25],
+        [3.0, 3.25, 3.75, 4.25, 4.75, 5.0],
+    ],
+}
+
+
+@pytest.mark.parametrize("upsampling", UPSAMPLED_BY_HAND)
+def test_up_block_upsamples_as_computed_by_hand(upsampling):
+    block = UpBlock(1, 1, 1, upsampling=upsampling)
+    seen = []
+    block.conv_a.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0]))
+    x = torch.tensor([[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]).view(1, 1, 2, 3)
+    skip = torch.full((1, 1, 4, 6), 7.0)
+    with torch.no_grad():
+        block(x, skip)
+    upsampled, concatenated = seen[0][0, 0], seen[0][0, 1]  # (4, 6) each: the upsampled x, then the skip
+    assert torch.allclose(upsampled, torch.tensor(UPSAMPLED_BY_HAND[upsampling]), atol=1e-6)
+    assert torch.equal(concatenated, skip[0, 0])
+
+
+def test_upsampling_and_batchnorm_epsilon_reach_every_layer(model):
+    """Defaults: corners and torchvision's 1e-5; both settings reach every block and every BatchNorm, and a
+    DenseNet-169 has 169 of them: norm0, two in each of 6 + 12 + 32 + 32 dense layers, three transitions, norm5."""
+    keras_like = DenseDepth(downsample=False, upsampling="half_pixel", bn_eps=1.001e-5)
+    for built, align_corners, eps in ((model, True, 1e-5), (keras_like, False, 1.001e-5)):
+        assert [block.align_corners for block in built.up] == [align_corners] * 4
+        norms = [m.eps for m in built.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        assert norms == [eps] * (1 + 2 * (6 + 12 + 32 + 32) + 3 + 1)
+
+
+def test_rejects_an_unknown_upsampling_or_a_bad_epsilon():
+    with pytest.raises(ValueError, match=re.escape("expected upsampling to be one of corners | half_pixel, got 'x'")):
+        DenseDepth(upsampling="x")
+    with pytest.raises(ValueError, match=re.escape("expected bn_eps to be a number in (0.0, inf), got 0.0")):
+        DenseDepth(bn_eps=0)
 
 
 def test_rejects_input_that_is_not_rgb_batch(model):

@@ -17,11 +17,12 @@ import torch
 from PIL import Image
 
 import depthcore.predict as predict_module
+from depthcore.cli import main
 from depthcore.device import resolve_runtime
 from depthcore.inference import load_predictor, save_model
-from depthcore.model import DenseDepth
+from depthcore.model import DenseDepth, ModelSpec
 from depthcore.pointcloud import VERTEX
-from depthcore.predict import main, read_rgb
+from depthcore.predict import read_rgb
 from tests.helpers import ROOT, make_config
 from tests.stand_in import ramp, red_predictor
 
@@ -57,7 +58,8 @@ def model_file(tmp_path_factory) -> Path:
         model.conv3.weight.mul_(CONV3_GAIN)
         model.conv3.bias.fill_(CONV3_BIAS)
     path = tmp_path_factory.mktemp("model") / "model.pt"
-    save_model(path, model, make_config(**{"model.decoder": "full"}), epochs=0)
+    config = make_config(**{"model.decoder": "full"})
+    save_model(path, model, ModelSpec.from_config(config), config=config, epochs=0, origin="a test")
     return path
 
 
@@ -183,10 +185,10 @@ def test_real_model_file_depth_png_is_the_predictors_output(tmp_path, model_file
     assert "on cpu (fp32)" in capsys.readouterr().out
 
 
-def test_python_m_runs_predict(tmp_path, model_file):
+def test_python_m_depthcore_runs_predict(tmp_path, model_file):
     Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(tmp_path / "a.jpg")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "depthcore.predict", str(tmp_path / "a.jpg"), "--out", str(tmp_path / "out"),
+    command = [sys.executable, "-m", "depthcore", "predict", str(tmp_path / "a.jpg"), "--out", str(tmp_path / "out"),
                "--model", str(model_file), "--device", "cpu"]
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr

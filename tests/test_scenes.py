@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from depthcore.scenes import Box, Material, Scene, next_frame, random_scene
+from depthcore.sources.scenes import Box, Material, Scene, next_frame, random_scene
 
 GREY = Material((0.5, 0.5, 0.5), (0.6, 0.6, 0.6), "plain", 1.0, salt=0)
 

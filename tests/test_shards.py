@@ -11,7 +11,6 @@ import pytest
 
 from depthcore.codec import encode_png
 from depthcore.shards import (
-    MatSamples,
     Sample,
     ShardError,
     open_shard,
@@ -20,6 +19,7 @@ from depthcore.shards import (
     verify_shards,
     write_shards,
 )
+from depthcore.sources.nyu_mat import MatSamples
 
 H, W = 6, 8
 SPLITS = {"train": np.array([0, 2, 3, 5, 6]), "val": np.array([1]), "test": np.array([4])}

@@ -8,10 +8,10 @@ import h5py
 import numpy as np
 import pytest
 
-from depthcore import synthetic
-from depthcore.nyu import NyuMat
-from depthcore.scenes import Scene
-from depthcore.synthetic import write_synthetic_nyu
+from depthcore.sources import synthetic
+from depthcore.sources.nyu_mat import NyuMat
+from depthcore.sources.scenes import Scene
+from depthcore.sources.synthetic import write_synthetic_nyu
 
 
 @pytest.fixture(scope="module")

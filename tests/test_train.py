@@ -12,17 +12,16 @@ import torch
 import torch.nn.functional as F
 
 import depthcore.train as train_module
+from depthcore.checkpoint import TrainState, lr_factor
 from depthcore.device import resolve_runtime
-from depthcore.inference import Predictor
+from depthcore.inference import ModelFileError, Predictor, save_model
 from depthcore.loss import DepthLoss
 from depthcore.metrics import depth_errors
-from depthcore.model import DenseDepth
-from depthcore.nyu import NyuMat
+from depthcore.model import DenseDepth, ModelSpec
 from depthcore.shards import read_manifest
-from depthcore.train import NonFiniteLoss, fingerprint, fit, lr_factor, make_optimizer, train_step
+from depthcore.sources.nyu_mat import NyuMat
+from depthcore.train import NonFiniteLoss, TrainFiles, fingerprint, fit, train_step
 from tests.helpers import tiny_model, tiny_train_config
-
-LOSS = {"target": "depthnorm", "min_depth": 0.1, "max_depth": 10.0}
 
 
 @pytest.mark.slow
@@ -33,16 +32,19 @@ def test_overfits_one_small_image(tiny_mat):
     rgb_t = F.interpolate(torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255, size=(96, 128), mode="area")
     depth_t = F.interpolate(torch.from_numpy(depth)[None, None], size=(96, 128), mode="area")  # (1, 1, 96, 128)
     torch.manual_seed(0)
-    model = DenseDepth(downsample=False)  # 96x128 is too small for the 4x input pooling
+    config = tiny_train_config(**{"train.lr": 3e-4, "train.weight_decay": 0.0, "model.downsample": False,
+                                  "model.decoder": "full"})  # 96x128 is too small for the 4x input pooling
+    spec = ModelSpec.from_config(config)
+    model = DenseDepth.from_spec(spec)
     runtime = resolve_runtime("cpu", "fp32", False)
-    optimizer = make_optimizer(model, tiny_train_config(**{"train.lr": 3e-4, "train.weight_decay": 0.0}))
-    predict, loss_fn, scaler = Predictor(model, runtime, LOSS), DepthLoss(), runtime.grad_scaler()
+    state = TrainState.create(model, config, runtime, total_steps=80)
+    predict, loss_fn = Predictor(model, runtime, spec), DepthLoss()
     batch = {"rgb": rgb_t, "depth": depth_t}
     before = depth_errors(predict(rgb_t), depth_t)["delta1"]
     delta1 = before
     for step in range(1, 81):
         model.train()
-        train_step(model, batch, loss_fn, optimizer, scaler, runtime)
+        train_step(model, batch, loss_fn, state, runtime)
         if step % 10 == 0:
             delta1 = depth_errors(predict(rgb_t), depth_t)["delta1"]
             if delta1 > 0.9:
@@ -53,10 +55,8 @@ def test_overfits_one_small_image(tiny_mat):
 
 def _run(tmp_path, shards, config):
     records = []
-    history = fit(
-        config, shards, tmp_path / "model.pt", tmp_path / "checkpoint.pt", lambda r, g: records.append((r, g)),
-        build=tiny_model,
-    )  # fmt: skip
+    files = TrainFiles(shards, tmp_path / "model.pt", tmp_path / "checkpoint.pt")
+    history = fit(config, files, lambda r, g: records.append((r, g)), build=tiny_model)
     return history, records
 
 
@@ -130,9 +130,9 @@ def test_the_saved_model_is_the_average_of_the_weights(tmp_path, tiny_shards, mo
 
 def test_checkpoints_are_written_every_checkpoint_every_epochs(tmp_path, tiny_shards, monkeypatch):
     saved = []
-    real = train_module.atomic_save
-    monkeypatch.setattr(train_module, "atomic_save", lambda obj, path: (saved.append(len(obj["history"])),
-                                                                          real(obj, path)))
+    real = train_module.save_checkpoint
+    monkeypatch.setattr(train_module, "save_checkpoint", lambda path, state, fp: (saved.append(len(state.history)),
+                                                                                  real(path, state, fp)))
     _run(tmp_path, tiny_shards, tiny_train_config(**{"train.epochs": 5, "train.checkpoint_every": 2}))
     assert saved == [2, 4, 5]  # and always the last epoch
 
@@ -181,6 +181,9 @@ def test_epochs_count_in_the_fingerprint_only_when_the_schedule_spans_them(tiny_
     assert fp(**constant, **{"train.epochs": 2}) == fp(**constant, **{"train.epochs": 3})  # more epochs continue
     cosine = {"train.schedule": "cosine"}
     assert fp(**cosine, **{"train.epochs": 2}) != fp(**cosine, **{"train.epochs": 3})
+    # a warm-up is a share of all steps: a 10-epoch run resumed with 20 would warm up again halfway through
+    warmup = {"train.schedule": "constant", "train.warmup_fraction": 0.1}
+    assert fp(**warmup, **{"train.epochs": 2}) != fp(**warmup, **{"train.epochs": 3})
 
 
 def test_more_epochs_continue_a_finished_run(tmp_path, tiny_shards, monkeypatch):
@@ -190,6 +193,31 @@ def test_more_epochs_continue_a_finished_run(tmp_path, tiny_shards, monkeypatch)
     assert len(calls) == 2 and [r["epoch"] for r in history] == [1, 2]
     saved = torch.load(tmp_path / "model.pt", weights_only=True)
     assert saved["epochs"] == 2 and saved["config"]["train"]["epochs"] == 2
+
+
+def test_epochs_zero_validates_and_saves_the_starting_model_without_a_step(tmp_path, tiny_shards, monkeypatch):
+    """model.init with train.epochs 0: the given model is validated, shown and saved as it is."""
+    start = tmp_path / "start.pt"
+    config = tiny_train_config(**{"train.epochs": 0, "model.init": str(start)})
+    model, spec = tiny_model(config)
+    save_model(start, model, spec, config=None, epochs=0, origin="a test")
+    calls = _count_steps(monkeypatch)
+    history, records = _run(tmp_path, tiny_shards, config)  # tiny_model: the same seeded weights as `model`
+    assert calls == [] and history == []
+    (record, grid), = records
+    assert sorted(record) == ["epoch", "val_loss"] and record["epoch"] == 0 and np.isfinite(record["val_loss"])
+    assert grid is not None and grid.ndim == 3
+    saved = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert all(torch.equal(saved["model"][k], v) for k, v in model.state_dict().items())
+
+
+def test_model_init_of_another_network_is_refused_in_one_line(tmp_path, tiny_shards, monkeypatch):
+    config = tiny_train_config(**{"train.epochs": 0, "model.init": "released.pt", "model.downsample": True})
+    other = ModelSpec.from_config(tiny_train_config(**{"model.downsample": False}))
+    monkeypatch.setattr(train_module, "load_any_model", lambda path: (None, other, "a test"))
+    with pytest.raises(ModelFileError, match=r"model.init released.pt is another network than params.yaml's "
+                                             r"\(model.downsample: trained with False, params.yaml says True\)"):
+        train_module.build_model(config)
 
 
 def test_non_finite_loss_names_epoch_and_step(tmp_path, tiny_shards, monkeypatch):
@@ -202,7 +230,7 @@ def test_non_finite_loss_names_epoch_and_step(tmp_path, tiny_shards, monkeypatch
         return torch.tensor(float("nan")) if len(calls) == 2 else loss
 
     monkeypatch.setattr(train_module, "train_step", nan_on_second)
-    with pytest.raises(NonFiniteLoss, match=r"epoch 1, step 2"):
+    with pytest.raises(NonFiniteLoss, match=r"epoch 1, steps 1-2"):
         _run(tmp_path, tiny_shards, tiny_train_config(**{"train.epochs": 1}))
     assert not (tmp_path / "model.pt").exists()
 
@@ -228,7 +256,9 @@ def test_gradient_clipping_bounds_the_step(tiny_shards):
         net = TinyDepthNet()
         before = torch.cat([p.detach().flatten().clone() for p in net.parameters()])
         optimizer = torch.optim.SGD(net.parameters(), lr=1.0)
-        train_step(net, batch, DepthLoss(), optimizer, runtime.grad_scaler(), runtime, grad_clip=clip)
+        constant = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+        state = TrainState(net, optimizer, runtime.grad_scaler(), constant, ema=None)
+        train_step(net, batch, DepthLoss(), state, runtime, grad_clip=clip)
         after = torch.cat([p.detach().flatten() for p in net.parameters()])
         norms[clip] = float((after - before).norm())
     assert norms[0.0] > 1e-2 and norms[1e-3] == pytest.approx(1e-3, rel=1e-3)

@@ -1,4 +1,4 @@
-"""Ray-cast a `depthcore.scenes.Scene` into NYU-like images: colour, exact depth and Kinect-like raw depth.
+"""Ray-cast a `depthcore.sources.scenes.Scene` into NYU-like images: colour, exact depth and Kinect-like raw depth.
 
 The camera has the NYU Kinect intrinsics (`nyu.FX` ...) on the 640x480 frame; rendering casts one ray per pixel
 (vectorised float32 numpy):
@@ -10,11 +10,11 @@ The camera has the NYU Kinect intrinsics (`nyu.FX` ...) on the 640x480 frame; re
 - raw depth is depth with Kinect-like holes (0): the projector's parallax shadow left of near objects, mixed
   pixels at depth edges, grazing surfaces, dark absorbent patches, and everything beyond `RAW_MAX_RANGE`.
 
-One ray caster (over 300 lines): casting, surfaces, shading and the simulated sensor work on the same per-pixel arrays.
+One ray caster: casting, surfaces, shading and the simulated sensor work on the same per-pixel arrays.
 
-Camera frame: x right, y down, z forward (world frame: `depthcore.scenes`). Pixel (row, col) has the NYU toolbox's
-1-based coordinates (col + 1, row + 1). Only arithmetic, sqrt and floor touch the images: a scene always renders
-to the same bytes.
+Camera frame: x right, y down, z forward (world frame: `depthcore.sources.scenes`). Pixel (row, col) has the NYU
+toolbox's 1-based coordinates (col + 1, row + 1). Only arithmetic, sqrt and floor touch the images: a scene always
+renders to the same bytes.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from functools import lru_cache
 import numpy as np
 
 from depthcore.nyu import CX, CY, FX, FY, HEIGHT, MAX_DEPTH, WIDTH
-from depthcore.scenes import ROOM_SURFACES, Box, Camera, Material, Scene, footprint, footprint_distance
+from depthcore.sources.scenes import ROOM_SURFACES, Box, Camera, Material, Scene, footprint, footprint_distance
 
 RAW_MAX_RANGE = 8.0  # m: the simulated sensor returns nothing beyond this
 _ROOM_NORMALS = np.array([[0, 1, 0], [0, -1, 0], [1, 0, 0], [-1, 0, 0], [0, 0, 1], [0, 0, -1]], np.float32)

@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -7,7 +11,8 @@ import numpy as np
 import pytest
 import scipy.io
 
-from depthcore.nyu import NyuMat, NyuMatError
+from depthcore.sources.nyu_mat import NyuMat, NyuMatError
+from tests.helpers import ROOT
 
 H, W = 480, 640
 MATLAB_73_HEADER = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  2 00:00:00 2012 HDF5 schema 1.00 ."
@@ -195,5 +200,21 @@ def test_not_hdf5(tmp_path: Path, content: bytes, expected: str) -> None:
 
 
 def test_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="nope.mat"):
+    with pytest.raises(NyuMatError, match="no file at .*nope.mat"):
         NyuMat(tmp_path / "nope.mat")
+
+
+def test_a_corrupt_mat_stops_the_shard_stage_with_one_line(tmp_path: Path) -> None:
+    """A damaged source file is the user's to fix: one line on stderr and exit status 2, no traceback."""
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    source = tmp_path / "data" / "source" / "nyu_depth_v2_labeled.mat"
+    source.parent.mkdir(parents=True)
+    source.write_bytes(b"MATLAB 7.3 MAT-file" + bytes(1000))  # a header, then no HDF5
+    done = subprocess.run([sys.executable, str(ROOT / "stages" / "shard.py")], cwd=tmp_path, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"error: {Path('data/source/nyu_depth_v2_labeled.mat')} has a MATLAB 7.3 header but no HDF5 data (1019 bytes); "
+        "the file is truncated or corrupt: download it again (or render the synthetic one again)"
+    ]
+    assert not (tmp_path / "data" / "shards").exists()

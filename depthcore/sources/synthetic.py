@@ -1,10 +1,13 @@
-"""Write rendered rooms (`depthcore.scenes`, `depthcore.render`) in the layouts of the real data sets.
+"""Source `synthetic` (the default): rooms rendered offline (`depthcore.sources.scenes`, `depthcore.sources.render`)
+in the layouts of the real data sets, deterministic by `data.seed`.
 
-- `write_synthetic_nyu`: NYU Depth v2's labeled .mat file (`depthcore.nyu`). Image i depends only on (seed, i) and
-  HDF5 writes no timestamps: the same seed gives the same bytes, and the first k images do not depend on `num_images`.
-- `write_synthetic_densedepth_zip`: DenseDepth's nyu_data.zip (`depthcore.densedepth`): scenes of several video-like
-  frames, and test images. Each image depends only on (seed, scene, frame) or (seed, test index); zip members carry
-  fixed timestamps: the same arguments give the same bytes.
+- `write_synthetic_nyu`: NYU Depth v2's labeled .mat file (`depthcore.sources.nyu_mat`), what the download stage
+  renders (`data.synthetic.num_images` rooms), split by `data.split` like the real file. Image i depends only on
+  (seed, i) and HDF5 writes no timestamps: the same seed gives the same bytes, and the first k images do not depend
+  on `num_images`.
+- `write_synthetic_densedepth_zip`: DenseDepth's nyu_data.zip (`depthcore.sources.densedepth`), for tests and
+  benchmarks: scenes of several video-like frames, and test images. Each image depends only on (seed, scene, frame)
+  or (seed, test index); zip members carry fixed timestamps: the same arguments give the same bytes.
 """
 
 from __future__ import annotations
@@ -21,11 +24,15 @@ from PIL import Image
 
 from depthcore.checks import check_int
 from depthcore.codec import DEPTH_8BIT_SCALE, encode_png, metres_to_mm
+from depthcore.config import Config
 from depthcore.files import atomic_path
 from depthcore.nyu import HEIGHT, WIDTH
 from depthcore.progress import bar
-from depthcore.render import render_scene
-from depthcore.scenes import next_frame, random_scene
+from depthcore.sources.base import Source
+from depthcore.sources.nyu_mat import open_mat
+from depthcore.sources.nyuv2 import FILE_NAME
+from depthcore.sources.render import render_scene
+from depthcore.sources.scenes import next_frame, random_scene
 
 MATLAB_HEADER_TEXT = "MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Sat Jan  1 00:00:00 2000 HDF5 schema 1.00 ."
 USERBLOCK_SIZE = 512  # the MATLAB header lives in the HDF5 user block
@@ -111,7 +118,7 @@ def _write_matlab_header(path: Path) -> None:
 def write_synthetic_densedepth_zip(
     path: str | Path, num_scenes: int, frames_per_scene: int, num_test: int, seed: int, *, progress: bool = False
 ) -> Path:
-    """Render rooms from `seed` into a zip laid out like DenseDepth's nyu_data.zip (`depthcore.densedepth`).
+    """Render rooms from `seed` into a zip laid out like DenseDepth's nyu_data.zip (`depthcore.sources.densedepth`).
 
     Train: `num_scenes` scenes `<kind>_<nnnn>_out` (`scene_name`), each `frames_per_scene` frames of one room
     (`random_scene`) seen by a camera that moves a little between frames (`next_frame`), as
@@ -185,3 +192,18 @@ def _add_member(zf: zipfile.ZipFile, name: str, data: bytes) -> None:
     info.create_system = 3  # unix, whatever the host
     info.external_attr = 0o644 << 16
     zf.writestr(info, data, compress_type=zipfile.ZIP_STORED)
+
+
+def render_mat(config: Config, dest: Path) -> Path:
+    """Render `data.synthetic.num_images` rooms from `data.seed` into the .mat at `dest`."""
+    return write_synthetic_nyu(dest, config.data.synthetic.num_images, config.data.seed, progress=True)
+
+
+SOURCE = Source(
+    name="synthetic",
+    file_name=FILE_NAME,
+    raw_depth=True,
+    fetch=render_mat,
+    open=open_mat,
+    nyu_test_split=lambda origin: None,  # rendered rooms, not NYU's images
+)

@@ -4,7 +4,7 @@ World frame: x and z horizontal, y up; the room spans [0, width] x [0, height] x
 and pitch 0 looks along +z with +x to the right of the image; positive pitch looks down. `random_scene` draws a room
 whose every depth seen from the camera is at most `nyu.MAX_DEPTH`, with the camera clear of walls and furniture (a
 camera inside furniture sees near-zero depths); `next_frame` moves the camera a little, as between frames of a
-video, keeping the same clearances. `depthcore.render.render_scene` turns a scene into images.
+video, keeping the same clearances. `depthcore.sources.render.render_scene` turns a scene into images.
 """
 
 from __future__ import annotations

@@ -1,6 +1,10 @@
-"""DenseDepth's training set, nyu_data.zip, read in place (never extracted): a `depthcore.shards.SampleSource`.
+"""Source `densedepth`: DenseDepth's training set, nyu_data.zip, read in place (never extracted).
 
-Layout (REFERENCE.md, "DenseDepth's training set"):
+The zip is taken from `data.densedepth.path` or downloaded from `data.densedepth.url` (the original link in
+DenseDepth's README is dead; mirrors exist). Its own 654 test pairs are NYU's official test images and form the test
+split; whole rooms of the training scenes are held out for validation (`densedepth_splits`). It has no raw depth.
+
+Layout, as the authors' loader and later ones read it:
 
     data/nyu2_train.csv, data/nyu2_test.csv   no header; each line `rgb path,depth path`, both members of the zip
                                               (some copies keep the two CSVs at the zip's root)
@@ -18,8 +22,11 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 import zipfile
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -27,10 +34,13 @@ from PIL import Image
 
 from depthcore.checks import check_fraction, check_index, check_int
 from depthcore.codec import ImageDecodeError, decode_image, depth_png_to_metres, open_image
+from depthcore.config import Config
+from depthcore.download import RemoteFile, fetch
 from depthcore.errors import DepthcoreError
 from depthcore.files import Closing
 from depthcore.nyu import FRAME_SHAPE, HEIGHT, WIDTH
 from depthcore.shards import Sample
+from depthcore.sources.base import Opened, Source
 
 TRAIN_CSV, TEST_CSV = "nyu2_train.csv", "nyu2_test.csv"
 CSV_FOLDERS = ("data/", "")  # where the CSVs may be: under data/ (the published zip), else at the zip's root
@@ -41,6 +51,10 @@ _DEPTH_MODES = ("L", "RGB", "I", "I;16", "I;16B", "I;16L")  # Pillow modes of gr
 # what zipfile raises on damaged data: bad headers or CRC, bad deflate streams, short reads, unknown compression
 _READ_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError)
 _REFETCH_HINT = "the zip is damaged or not DenseDepth's nyu_data.zip: download it again"
+FILE_NAME = "nyu_data.zip"
+#: A scene name's recording letter: NYU's raw scene list has `kitchen_0028a`, `kitchen_0028b`, ... for recordings of
+#: one room, which the zip names `kitchen_0028a_out`, `kitchen_0028b_out`.
+_RECORDING = re.compile(r"(?<=\d{4})[a-z]+(?=(_out)?$)")
 
 
 class DenseDepthZipError(DepthcoreError, ValueError):
@@ -160,30 +174,63 @@ class DenseDepthZip(Closing):
         return check_index(what, i, stop, f"for {self.path}")
 
 
-def densedepth_splits(z: DenseDepthZip, val_fraction: float, seed: int) -> dict[str, np.ndarray]:
-    """{"train", "val", "test"}: sorted int64 indices into `z`, validation held out by whole scenes.
+def room(scene: str) -> str:
+    """The room a scene was recorded in: its name without the recording letter (`kitchen_0028a_out` ->
+    `kitchen_0028_out`); a name without one is its own room."""
+    return _RECORDING.sub("", scene)
 
-    test: every test image. val: the train images of the first max(1, round(val_fraction * S)) of the S sorted scene
-    names permuted by `np.random.default_rng(seed)`; train: the other train images. Frames of one scene are
-    near-duplicates, so no scene is in two splits.
+
+def densedepth_splits(z: DenseDepthZip, val_fraction: float, seed: int) -> dict[str, np.ndarray]:
+    """{"train", "val", "test"}: sorted int64 indices into `z`, validation held out by whole rooms.
+
+    test: every test image. val: the train images of the first max(1, round(val_fraction * R)) of the R sorted room
+    names (`room`) permuted by `np.random.default_rng(seed)`; train: the other train images. Frames of one scene are
+    near-duplicates, and so are two recordings of one room, so no room is in two splits.
     """
     check_fraction("val_fraction", val_fraction)
     check_int("seed", seed, 0)
-    scenes = np.array([z.scene(i) for i in range(z.num_train)], dtype=str)  # (num_train,)
-    names = np.unique(scenes)  # (S,) sorted
+    rooms = np.array([room(z.scene(i)) for i in range(z.num_train)], dtype=str)  # (num_train,)
+    names = np.unique(rooms)  # (R,) sorted
     num_val = max(1, round(val_fraction * len(names)))
     if num_val >= len(names):
         raise DenseDepthZipError(
             f"{z.path}: expected val_fraction {val_fraction} to leave at least one of the {len(names)} training "
-            f"scenes for training, got {num_val} for validation; lower val_fraction or use a zip with more scenes"
+            f"rooms for training, got {num_val} for validation; lower val_fraction or use a zip with more scenes"
         )
     val_names = names[np.random.default_rng(seed).permutation(len(names))[:num_val]]
-    is_val = np.isin(scenes, val_names)  # (num_train,)
+    is_val = np.isin(rooms, val_names)  # (num_train,)
     return {
         "train": np.flatnonzero(~is_val).astype(np.int64),
         "val": np.flatnonzero(is_val).astype(np.int64),
         "test": np.arange(z.num_train, len(z), dtype=np.int64),
     }
+
+
+def fetch_zip(config: Config, dest: Path) -> Path:
+    """The zip at `dest`: already there, linked from `data.densedepth.path`, or downloaded from its url."""
+    d = config.data.densedepth
+    return fetch(RemoteFile(d.url, d.sha256 or None, None, "data.densedepth"), dest, local_path=d.path or None)
+
+
+@contextmanager
+def open_zip(config: Config, path: Path) -> Iterator[Opened]:
+    """The zip at `path` opened for sharding: its samples, its splits (rooms held out) and their provenance."""
+    data = config.data
+    with DenseDepthZip(path) as zipped:
+        splits = densedepth_splits(zipped, data.densedepth.val_fraction, data.seed)
+        provenance = {"source": "densedepth", "split": "scenes", "seed": data.seed, "zip": path.name,
+                      "zip_train_pairs": zipped.num_train, "zip_test_pairs": zipped.num_test}
+        yield zipped, splits, provenance
+
+
+SOURCE = Source(
+    name="densedepth",
+    file_name=FILE_NAME,
+    raw_depth=False,
+    fetch=fetch_zip,
+    open=open_zip,
+    nyu_test_split=lambda origin: "official",  # the zip's 654 test pairs are NYU's official test images (mm depth)
+)
 
 
 def _open_zip(path: Path) -> zipfile.ZipFile:
