@@ -21,7 +21,9 @@ import pytest
 import skimage.data
 import skimage.transform
 import torch
+from PIL import Image
 
+from depthcore.cli import main
 from depthcore.keras_import import KERAS_BN_EPS, KerasImportError, convert_keras
 
 os.environ["KERAS_BACKEND"] = "torch"  # before keras is imported: Keras 3 on PyTorch, no TensorFlow
@@ -371,3 +373,38 @@ def test_rejects_an_unknown_upsampling(built):
     expected = "expected upsampling to be one of corners | half_pixel, got 'nearest'"
     with pytest.raises(ValueError, match=re.escape(expected)):
         convert_keras(built.half, upsampling="nearest")
+
+
+def _cli(*args: str | Path) -> int:
+    """`depthcore ARGS` in this process -> exit status."""
+    try:
+        main([str(arg) for arg in args])
+    except SystemExit as exit_:
+        return exit_.code
+    return 0
+
+
+def test_import_keras_then_predict_at_the_photos_own_size(built, tmp_path, capsys):
+    """A Keras 2-named file through `depthcore import-keras`, then `depthcore predict --model` on a photograph of
+    another size than the network's input: the depth map comes back at the photograph's size."""
+    keras2 = edited(built, tmp_path, _to_keras2)
+    out = tmp_path / "released.pt"
+    assert _cli("import-keras", keras2, "--out", out) == 0
+    assert f"wrote {out}: imported from edited.h5 (Keras 2.2.4, half decoder" in capsys.readouterr().out
+    record = torch.load(out, weights_only=True)
+    assert record["config"] is None and record["spec"]["upsampling"] == "corners" and record["epochs"] == 0
+    photo = (skimage.data.coffee()[::4, ::4]).copy()  # (100, 150, 3): a real photograph, neither 480x640 nor 4:3
+    Image.fromarray(photo).save(tmp_path / "coffee.png")
+    assert _cli("predict", tmp_path / "coffee.png", "--model", out, "--out", tmp_path / "pred", "--device", "cpu") == 0
+    depth = np.asarray(Image.open(tmp_path / "pred" / "coffee_depth.png"))
+    assert depth.shape == photo.shape[:2] and depth.dtype == np.uint16
+    assert 100 <= depth.min() and depth.max() <= 10_000  # millimetres within DepthNorm's clamp, [0.1, 10] m
+
+
+def test_import_keras_refusal_is_one_line_and_writes_nothing(built, tmp_path, capsys):
+    classifier = edited(built, tmp_path, _classifier)
+    out = tmp_path / "models" / "released.pt"
+    assert _cli("import-keras", classifier, "--out", out) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "conv2" in err
+    assert not out.parent.exists()
