@@ -1,5 +1,5 @@
 """What the benchmark scripts share: their configuration and flags, the work folder and the rendered shards, child
-processes, peak memory, and how a result is printed (the machine line and tables, or JSON)."""
+processes, the device's clock, peak memory, and how a result is printed (the machine line and tables, or JSON)."""
 
 from __future__ import annotations
 
@@ -17,13 +17,15 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from depthcore.config import Config, TrainConfig, load_config
 from depthcore.device import CPU_BF16_FLAGS, CPUINFO, Runtime, resolve_runtime
 from depthcore.shards import write_shards
+from depthcore.sources import SOURCES
 from depthcore.sources.nyu_mat import MatSamples, NyuMat
-from depthcore.sources.synthetic import write_synthetic_nyu
+from depthcore.sources.synthetic import write_synthetic_densedepth_zip, write_synthetic_nyu
 from depthcore.splits import make_splits
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -34,8 +36,11 @@ PATHS = ("fp32", "default")
 DEVICES = typing.get_args(typing.get_type_hints(TrainConfig)["device"])
 
 
-def configure(path: str, downsample: bool | None = None, device: str | None = None, **train) -> Config:
-    """params.yaml with `model.downsample`, `train.device` (None: params.yaml's) and other `train` changes.
+def configure(
+    path: str, downsample: bool | None = None, device: str | None = None, decoder: str | None = None, **train
+) -> Config:
+    """params.yaml with `model.downsample`, `model.decoder`, `train.device` (None: params.yaml's) and other `train`
+    changes.
 
     The fp32 path is fp32, contiguous memory and no compile; the default path is params.yaml's own.
     """
@@ -45,6 +50,7 @@ def configure(path: str, downsample: bool | None = None, device: str | None = No
     if device is not None:
         train["device"] = device
     model = config.model if downsample is None else replace(config.model, downsample=downsample)
+    model = model if decoder is None else replace(model, decoder=decoder)
     return replace(config, model=model, train=replace(config.train, **train))
 
 
@@ -100,6 +106,24 @@ def rendered_shards(
         yield folder / "shards"
 
 
+@contextlib.contextmanager
+def rendered_zip_shards(workdir: Path | None, scenes: int, frames: int, test: int, min_train: int) -> Iterator[Path]:
+    """Shards of a zip in DenseDepth's layout (JPEG and 8-bit PNG training pairs: what the loader decodes for the
+    paper), rendered from params.yaml's data.seed: `scenes` rooms of `frames` frames and `test` test pairs, split as
+    the shard stage splits the real zip (whole rooms held out for validation), the training pairs written over and
+    over to at least `min_train` images, so that an epoch is long enough to time without rendering more rooms. In
+    `work_folder(workdir)`: the shard folder, for as long as the block runs."""
+    config = load_config(PARAMS)
+    config = replace(config, data=replace(config.data, source="densedepth"))
+    with work_folder(workdir) as folder:
+        path = write_synthetic_densedepth_zip(folder / "nyu_data.zip", scenes, frames, test, config.data.seed)
+        with SOURCES["densedepth"].open(config, path) as (samples, splits, provenance):
+            repeat = -(-min_train // len(splits["train"]))  # ceil
+            splits = {**splits, "train": np.tile(splits["train"], repeat)}
+            write_shards(samples, splits, folder / "shards", config.data.shard_size, provenance | {"repeat": repeat})
+        yield folder / "shards"
+
+
 def run_child(script: str, args: list[str]) -> dict:
     """Run `script` with `args` in a fresh Python process; return the JSON record it prints last.
 
@@ -109,6 +133,15 @@ def run_child(script: str, args: list[str]) -> dict:
     if done.returncode != 0:
         raise RuntimeError(f"{Path(script).name} {' '.join(args)} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def synchronize() -> None:
+    """Wait for the work queued on the GPU (CUDA or MPS run asynchronously: a clock read before this would miss it);
+    nothing on the CPU."""
+    if torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+    elif torch.backends.mps.is_available():
+        torch.mps.synchronize()
 
 
 def peak_rss_mib() -> float:

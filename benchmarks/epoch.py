@@ -1,5 +1,5 @@
 """Wall time of whole training epochs, where it goes, and the per-epoch overhead the training loop no longer pays.
-One script of over 300 lines: its three tables come from the same timed runs.
+One script: its three tables come from the same timed runs.
 
 The train-step benchmark times steps on a batch already in memory; here `depthcore.train.fit` runs `--epochs` epochs
 of params.yaml's default path on a freshly rendered synthetic set, loading, augmenting, validating, drawing the grid

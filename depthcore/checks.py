@@ -1,6 +1,6 @@
 """Argument checks for public functions, each raising ValueError with one "expected ..., got ..." message.
 
-Conventions (DESIGN.md 5): check input at public functions only, with these helpers; `assert` only for internal
+Convention: check input at public functions only, with these helpers; `assert` only for internal
 invariants. A bool is never accepted where an integer or a number is expected (`True` is an int to Python).
 """
 

@@ -31,7 +31,7 @@ Two aggregations of the depth errors over a test set, both exact from per-image 
 per_image (each metric on each image, then the mean over images) and pooled (every valid pixel of every image in
 one pool: rms = sqrt(total squared error / total valid pixels)).
 
-The metric definitions and the accumulator that applies them per protocol live together (over 300 lines) so that each
+The metric definitions and the accumulator that applies them per protocol live together so that each
 metric is defined in exactly one place and reads beside the aggregation that uses it.
 
 Known disagreement this module settles: DenseDepth's published `evaluate` pools all pixels but calls

@@ -1,8 +1,8 @@
 """DenseDepth's nyu_data.zip read in place: layout, index space, stored bytes, depth encodings, refusals, splits;
 and the synthetic zip writer.
 
-Most zips here are written by hand with zipfile and Pillow, in the layout REFERENCE.md gives for the real file; the
-layout facts are checked on those and on `write_synthetic_densedepth_zip`'s zips alike.
+Most zips here are written by hand with zipfile and Pillow, in the layout DenseDepth's loader reads in the real file;
+the layout facts are checked on those and on `write_synthetic_densedepth_zip`'s zips alike.
 """
 
 from __future__ import annotations

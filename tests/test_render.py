@@ -11,7 +11,7 @@ import pytest
 from depthcore.sources.render import render_scene
 from depthcore.sources.scenes import Box, Camera, Material, Scene
 
-FX, FY, CX, CY = 518.8579, 519.4696, 325.5824, 253.7362  # NYU Kinect intrinsics (REFERENCE.md)
+FX, FY, CX, CY = 518.8579, 519.4696, 325.5824, 253.7362  # NYU Kinect intrinsics (NYU Depth v2 toolbox)
 GREY = Material((0.5, 0.5, 0.5), (0.6, 0.6, 0.6), "plain", 1.0, salt=0)
 
 

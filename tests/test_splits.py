@@ -11,7 +11,7 @@ import scipy.io
 from depthcore.splits import make_splits, read_splits, write_splits
 
 OFFICIAL = Path(__file__).resolve().parents[1] / "splits" / "nyuv2_splits.mat"
-OFFICIAL_SHA256 = "6e081404491a8bfba2f066beaa9713ef6046f9007aa5f799f2a350506a580cee"  # REFERENCE.md
+OFFICIAL_SHA256 = "6e081404491a8bfba2f066beaa9713ef6046f9007aa5f799f2a350506a580cee"  # as third parties record it
 
 
 def assert_partition(splits: dict[str, np.ndarray], n: int) -> None:
