@@ -33,7 +33,6 @@ from common import (  # beside this script
     runtime_fields,
 )
 
-from depthcore.config import as_dict
 from depthcore.data import ShardDataset, make_loader
 from depthcore.device import resolve_runtime
 from depthcore.evaluate import run_protocols, usable_protocols
@@ -48,7 +47,8 @@ def measure(path: str, downsample: bool, shard_dir: Path, device: str | None) ->
     config = configure(path, downsample, device)  # the fp32 path: fp32 and contiguous memory
     c, e = config.train, config.eval
     runtime = resolve_runtime(c.device, c.precision, c.channels_last)  # as depthcore.evaluate.evaluate_model
-    predictor = Predictor(prepare(build_model(config), runtime), runtime, as_dict(config.loss))
+    model, spec = build_model(config)
+    predictor = Predictor(prepare(model, runtime), runtime, spec)
     test = ShardDataset(shard_dir, "test")
     protocols, _ = usable_protocols(e.protocols, test.has_raw_depth)
     forward = []

@@ -3,28 +3,62 @@
 #
 #     make install && bash benchmarks/gpu.sh        (or: make bench-gpu)
 #
-# Prints (each table opens with the line naming the CPU, GPU, torch and time):
-#   1. training-step images/s, plain fp32 against the default path (params.yaml's train section resolved on CUDA),
-#      at model.downsample true and false (benchmarks/train_step.py on CUDA);
-#   2. the loader's images/s by worker count over rendered data in DenseDepth's zip layout, JPEG decoding included
-#      (benchmarks/data.py --zip-pairs), with its projection for the real nyu_data.zip;
-#   3. one line: does the loader, at each worker count, keep up with the default training step of table 1?
-# Exits with a message, and status 1, where there is no venv or torch sees no CUDA device.
+# One run of `benchmarks/epoch.py --paper`, about 5 minutes on one H100 (a little more on a machine of 8), which
+# prints three tables ready to paste, after the line naming the CPU, GPU, torch and time:
+#   1. training in the paper's profile (model.downsample false, the half decoder, batch 8 a process, train.precision
+#      auto: bf16 on Ampere and later, channels_last) under torchrun, 1 process and one per visible GPU: images/s
+#      together and per process, the scaling efficiency, a step's time, and the share of the time the slowest
+#      process waited for its batches, its loader workers sharing the machine's cores with the other processes'
+#      (train.num_workers auto);
+#   2. an epoch over DenseDepth's 50,688 training pairs, its validation pass and the paper's 20 epochs, projected
+#      from those rates;
+#   3. the evaluate stage on the test split.
+# The data: a zip rendered in DenseDepth's layout (JPEG and 8-bit PNG pairs), sharded as the shard stage shards the
+# real one. More, separately: `benchmarks/train_step.py --device cuda` (fp32 against the default path) and
+# `benchmarks/data.py --zip-pairs N --device cuda` (the loader alone, by worker count).
 #
-# Settings, from the environment: PYTHON (.venv/bin/python), STEPS (50 timed steps a process), WARMUP (5),
-# ROUNDS (2), ZIP_PAIRS (800 training pairs to render), ZIP_TEST (16 test pairs), WORKERS ("1 2 4 8"),
-# OUT (where the JSON records go; default: a temporary folder, removed at the end).
+# Flags: --device cpu runs it on the CPU (gloo; 2 processes against 1 unless NPROC says otherwise); --tiny at a tiny
+# size (model.downsample true, batch 1, 2 steps, a few rooms): a check that it runs end to end, not a measurement.
+# Exits with a message, and status 1, where there is no venv, or torch sees no CUDA device and --device cpu is not
+# given.
+#
+# Settings, from the environment: PYTHON (.venv/bin/python), NPROC (the processes compared with 1; default every
+# GPU), STEPS (150 timed steps a process), WARMUP (10 untimed steps first), OUT (where the JSON record goes; default
+# a temporary folder, removed at the end).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+device=cuda
+tiny=false
+while (($#)); do
+    case $1 in
+    --device)
+        device=${2:?gpu.sh: --device needs a value: cuda or cpu}
+        shift 2
+        ;;
+    --tiny)
+        tiny=true
+        shift
+        ;;
+    *)
+        echo "gpu.sh: unknown argument $1; expected --device cuda|cpu and --tiny" >&2
+        exit 1
+        ;;
+    esac
+done
+if [[ $device != cuda && $device != cpu ]]; then
+    echo "gpu.sh: expected --device cuda or cpu, got $device" >&2
+    exit 1
+fi
 
 python=${PYTHON:-.venv/bin/python}
 if [[ ! -x $python ]]; then
     echo "gpu.sh: no $python here: run \`make install\` in the repository root first (README), or set PYTHON" >&2
     exit 1
 fi
-if ! "$python" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
+if [[ $device == cuda ]] && ! "$python" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
     echo "gpu.sh: torch ($python) sees no CUDA device on this machine, and these are the GPU numbers;" \
-        "run it on a machine with an NVIDIA GPU and a CUDA build of torch (\`make bench\` measures the CPU)" >&2
+        "run it on a machine with an NVIDIA GPU and a CUDA build of torch, or with --device cpu" >&2
     exit 1
 fi
 
@@ -35,13 +69,17 @@ else
     out=$(mktemp -d)
     trap 'rm -rf "$out"' EXIT
 fi
-read -r -a workers <<<"${WORKERS:-1 2 4 8}"
 
-echo "== 1. training step on CUDA: fp32 and the default path, model.downsample true and false"
-"$python" benchmarks/train_step.py --device cuda --modes true false \
-    --steps "${STEPS:-50}" --warmup "${WARMUP:-5}" --rounds "${ROUNDS:-2}" --save "$out/step.json"
+nproc=${NPROC:-}
+if [[ -z $nproc && $device == cpu ]]; then
+    nproc=2
+fi
+if [[ $tiny == true ]]; then
+    size=(--downsample true --batch-size 1 --scenes 2 --frames 4 --test 2)
+    size+=(--steps "${STEPS:-1}" --warmup-steps "${WARMUP:-1}")
+else
+    size=(--steps "${STEPS:-150}" --warmup-steps "${WARMUP:-10}")
+fi
 
-echo
-echo "== 2. the loader, by worker count, and 3. does it keep up with the default training step?"
-"$python" benchmarks/data.py --device cuda --zip-pairs "${ZIP_PAIRS:-800}" --zip-test "${ZIP_TEST:-16}" \
-    --workers "${workers[@]}" --against "$out/step.json" --save "$out/data.json"
+echo "== training in the paper's profile, 1 process against ${nproc:-one per GPU}; the projected epoch; the evaluate stage"
+"$python" benchmarks/epoch.py --paper --device "$device" ${nproc:+--nproc "$nproc"} "${size[@]}" --save "$out/paper.json"

@@ -2,7 +2,7 @@
 
 "plain fp32" is fp32, contiguous memory, `torch.optim.AdamW` with its defaults and no compile. "default" is what
 params.yaml's `train` section resolves to on this machine, built as `depthcore.train.fit` builds it (`prepare`, then
-`make_optimizer`); both paths step through `depthcore.train.train_step` and read the loss back (`.item()`) each step,
+`TrainState.create`); both paths step through `depthcore.train.train_step` and read the loss back (`.item()`) each step,
 which waits for the device. The device is `train.device` (params.yaml's `auto`: cuda, then mps, then cpu; --device
 chooses another), so on a CUDA machine this measures CUDA, with cuDNN choosing its kernels as fit lets it (both
 paths). Each configuration runs in its own Python process, so its peak RSS (`ru_maxrss`, imports included) and GPU
@@ -50,10 +50,11 @@ from common import (  # beside this script
     train_runtime,
 )
 
+from depthcore.checkpoint import TrainState
 from depthcore.device import resolve_device
 from depthcore.inference import prepare
 from depthcore.nyu import HEIGHT, WIDTH
-from depthcore.train import build_loss, build_model, fit, make_optimizer, train_step
+from depthcore.train import TrainFiles, build_loss, build_model, fit, train_step
 
 #: (batch size, timed steps, warm-up steps) of the full-resolution model on the CPU, whatever --steps and --warmup
 #: say; other devices run it like the downsampled model, at params.yaml's batch size.
@@ -66,16 +67,17 @@ def measure_steps(path: str, downsample: bool, batch_size: int, steps: int, warm
     """Time `warmup` + `steps` training steps of one path on a random (batch_size, 3, 480, 640) batch."""
     config = configure(path, downsample=downsample, device=device, batch_size=batch_size)
     c = config.train
-    model, loss_fn = build_model(config), build_loss(config)
+    (model, _), loss_fn = build_model(config), build_loss(config)
     runtime = train_runtime(config)
     if path == "fp32":  # the plain loop: no depthcore speed-ups
         net = model.to(runtime.device)
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, c.lr, weight_decay=c.weight_decay)
-    else:  # as fit builds it: on the device first, then the optimizer
+        constant = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+        state = TrainState(model, optimizer, runtime.grad_scaler(), constant, ema=None)
+    else:  # as fit builds it: on the device first, then the state (optimizer, schedule, ...)
         net = prepare(model, runtime, c.compile)
-        optimizer = make_optimizer(model, config)
-    scaler = runtime.grad_scaler()
+        state = TrainState.create(model, config, runtime, total_steps=warmup + steps)
     generator = torch.Generator().manual_seed(config.seed)
     low, high = config.loss.min_depth, config.loss.max_depth
     batch = {  # what the loader delivers: uint8 images, made float on the device by train_step
@@ -88,7 +90,7 @@ def measure_steps(path: str, downsample: bool, batch_size: int, steps: int, warm
     times = []
     for _ in range(warmup + steps):
         t0 = time.perf_counter()
-        loss = train_step(net, batch, loss_fn, optimizer, scaler, runtime)
+        loss = train_step(net, batch, loss_fn, state, runtime)
         loss.item()  # waits for the step, as fit's loss check does
         times.append(time.perf_counter() - t0)
     return runtime_fields(path, downsample, runtime) | {
@@ -128,7 +130,7 @@ def quality_run(
     runtime = train_runtime(config)
     out = shard_dir.parent / f"{path}-{c.channels_last}"
     t0 = time.perf_counter()
-    history = fit(config, shard_dir, out / "model.pt", out / "checkpoint.pt", lambda record, grid: None)
+    history = fit(config, TrainFiles(shard_dir, out / "model.pt", out / "checkpoint.pt"), lambda record, grid: None)
     return {
         "path": path,
         "device": runtime.device.type,

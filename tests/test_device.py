@@ -15,7 +15,7 @@ from depthcore.device import (
     resolve_precision,
     resolve_runtime,
 )
-from depthcore.train import fit
+from depthcore.train import TrainFiles, fit
 from tests.helpers import tiny_train_config
 
 CPU = torch.device("cpu")
@@ -157,7 +157,8 @@ def test_bf16_training_ends_within_2_percent_of_fp32(tmp_path, tiny_shards):
     for precision, channels_last in (("fp32", False), ("bf16", True)):
         out = tmp_path / precision
         config = tiny_train_config(**{"train.precision": precision, "train.channels_last": channels_last})
-        history = fit(config, tiny_shards, out / "model.pt", out / "checkpoint.pt", lambda record, grid: None)
+        files = TrainFiles(tiny_shards, out / "model.pt", out / "checkpoint.pt")
+        history = fit(config, files, lambda record, grid: None)
         assert len(history) == 2
         final[precision] = history[-1]["val_loss"]
         shutil.rmtree(out)  # ~650 MB of weights and checkpoint
