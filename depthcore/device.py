@@ -80,8 +80,8 @@ def cuda_bf16() -> str:
     "emulated" (older GPUs such as the V100 and T4: bf16 tensors work, computed slowly in fp32, and cuDNN has no bf16
     convolutions there) or "none".
 
-    `torch.cuda.is_bf16_supported()` counts emulation as support unless asked not to (`including_emulation=False`,
-    in every torch this package supports, 2.4 on).
+    `torch.cuda.is_bf16_supported()` counts emulation as support unless called with `including_emulation=False`
+    (torch 2.4 on, the oldest this package installs with).
     """
     if torch.cuda.is_bf16_supported(including_emulation=False):
         return "native"
