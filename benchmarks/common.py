@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import platform
 import resource
 import subprocess
@@ -118,7 +119,7 @@ def rendered_zip_shards(workdir: Path | None, scenes: int, frames: int, test: in
     with work_folder(workdir) as folder:
         path = write_synthetic_densedepth_zip(folder / "nyu_data.zip", scenes, frames, test, config.data.seed)
         with SOURCES["densedepth"].open(config, path) as (samples, splits, provenance):
-            repeat = -(-min_train // len(splits["train"]))  # ceil
+            repeat = math.ceil(min_train / len(splits["train"]))
             splits = {**splits, "train": np.tile(splits["train"], repeat)}
             write_shards(samples, splits, folder / "shards", config.data.shard_size, provenance | {"repeat": repeat})
         yield folder / "shards"

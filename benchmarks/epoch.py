@@ -1,5 +1,5 @@
-"""Wall time of whole training epochs, where it goes, and how training scales over the GPUs of a machine. One script
-of over 300 lines: both modes time the same instrumented `depthcore.train.fit`, in child processes.
+"""Wall time of whole training epochs, where it goes, and how training scales over the GPUs of a machine. Both modes
+time the same instrumented `depthcore.train.fit`, in child processes.
 
 Every clock is read once the device has finished the work queued before it (`common.synchronize`: CUDA runs
 asynchronously, and a clock read without it times the queueing, not the work): around each training step, each wait

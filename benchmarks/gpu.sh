@@ -81,5 +81,6 @@ else
     size=(--steps "${STEPS:-150}" --warmup-steps "${WARMUP:-10}")
 fi
 
-echo "== training in the paper's profile, 1 process against ${nproc:-one per GPU}; the projected epoch; the evaluate stage"
-"$python" benchmarks/epoch.py --paper --device "$device" ${nproc:+--nproc "$nproc"} "${size[@]}" --save "$out/paper.json"
+echo "== the paper's profile: training on 1 process and on ${nproc:-one per GPU}, the projected epoch, evaluation"
+"$python" benchmarks/epoch.py --paper --device "$device" ${nproc:+--nproc "$nproc"} "${size[@]}" \
+    --save "$out/paper.json"

@@ -67,8 +67,8 @@ def measure_steps(path: str, downsample: bool, batch_size: int, steps: int, warm
     """Time `warmup` + `steps` training steps of one path on a random (batch_size, 3, 480, 640) batch."""
     config = configure(path, downsample=downsample, device=device, batch_size=batch_size)
     c = config.train
-    (model, _), loss_fn = build_model(config), build_loss(config)
     runtime = train_runtime(config)
+    (model, _), loss_fn = build_model(config), build_loss(config).to(runtime.device)
     if path == "fp32":  # the plain loop: no depthcore speed-ups
         net = model.to(runtime.device)
         trainable = [p for p in model.parameters() if p.requires_grad]

@@ -22,6 +22,7 @@ and the model.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Callable
@@ -212,6 +213,8 @@ def fit(
         write(f"training on {run.runtime.device} ({run.runtime.precision}), {info.world_size} process(es) x batch "
               f"{per_process_batch(t, info.world_size)}, {len(run.loader.dataset)} train / {len(run.val_set)} val "
               f"images, {len(run.loader)} steps per epoch")
+        if run.runtime.note:
+            write(f"precision: {run.runtime.note}")
     if t.epochs == 0:
         _validate_only(run, state, log, grid)
     for epoch in range(len(state.history), t.epochs):
@@ -237,7 +240,7 @@ def _set_up(config: Config, shard_dir: Path, model: torch.nn.Module, info: Dist)
     t, a = config.train, config.augment
     runtime = resolve_runtime(t.device, t.precision, t.channels_last)
     if runtime.device.type == "cuda":
-        runtime = Runtime(torch.device("cuda", torch.cuda.current_device()), runtime.dtype, runtime.channels_last)
+        runtime = dataclasses.replace(runtime, device=torch.device("cuda", torch.cuda.current_device()))
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels once
     if t.sync_bn and info.active and runtime.device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -254,7 +257,8 @@ def _set_up(config: Config, shard_dir: Path, model: torch.nn.Module, info: Dist)
     common = {"seed": config.seed, "rank": info.rank, "world_size": info.world_size, "device": runtime.device}
     loader = make_loader(train_set, batch, shuffle=True, num_workers=workers, **common)
     val_loader = make_loader(val_set, batch, shuffle=False, num_workers=min(workers, 1), persistent=False, **common)
-    return Run(config, runtime, info, net, build_loss(config), loader, val_loader, val_set)
+    loss_fn = build_loss(config).to(runtime.device)  # its SSIM window a buffer on the device, made once
+    return Run(config, runtime, info, net, loss_fn, loader, val_loader, val_set)
 
 
 def _restore(state: TrainState, path: Path, fp: str, info: Dist, epochs: int) -> None:
