@@ -98,7 +98,8 @@ def rendered_shards(
     """Shards of `num_images` rooms rendered from params.yaml's data.seed, split at random with these fractions, in
     `work_folder(workdir)`: the shard folder, for as long as the block runs."""
     config = load_config(PARAMS)
-    splits = make_splits(num_images, "random", config.data.seed, train_fraction, val_fraction)
+    split = replace(config.data.split, method="random", train_fraction=train_fraction, val_fraction=val_fraction)
+    splits = make_splits(num_images, split, config.data.seed)
     provenance = {"source": "synthetic", "split": "random", "seed": config.data.seed}
     with work_folder(workdir) as folder:
         mat = write_synthetic_nyu(folder / "nyu.mat", num_images, config.data.seed)

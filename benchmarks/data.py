@@ -63,7 +63,7 @@ from common import (  # beside this script
 )
 
 from depthcore.config import Config, load_config
-from depthcore.data import ShardDataset, make_loader, resolve_num_workers
+from depthcore.data import LoaderOptions, ShardDataset, make_loader, resolve_num_workers
 from depthcore.device import resolve_device
 from depthcore.shards import read_manifest, write_shards
 from depthcore.sources import SOURCES
@@ -143,10 +143,12 @@ def load_step(shard_dir: Path, num_workers: int, seed: int, device: str | None) 
     """Verify and load the train split once, augmented, at batch BATCH with `num_workers` workers."""
     target = resolve_device(device or load_config(PARAMS).train.device)  # pinned memory on CUDA, as in training
     t0 = time.perf_counter()
-    dataset = ShardDataset(shard_dir, "train", augment=True, seed=seed)  # checks every train shard's SHA-256
+    augment = load_config(PARAMS).augment
+    dataset = ShardDataset(shard_dir, "train", augment=augment, seed=seed)  # checks every train shard's SHA-256
     verify_s = time.perf_counter() - t0
     verified = sum(entry["bytes"] for entry in read_manifest(shard_dir)["shards"]["train"])
-    loader = make_loader(dataset, BATCH, shuffle=True, seed=seed, num_workers=num_workers, device=target)
+    options = LoaderOptions(num_workers=num_workers, device=target)
+    loader = make_loader(dataset, BATCH, shuffle=True, seed=seed, options=options)
     loader.sampler.set_epoch(0)
     t0 = time.perf_counter()
     arrivals, sizes = [], []  # seconds since the pass began, images: per batch

@@ -10,8 +10,8 @@ The epoch travels with the index: `EpochSampler` yields (epoch, index) pairs fro
 workers can live for the whole run (`persistent_workers`) and still augment each epoch as its own. One loader
 serves every epoch:
 
-    train = ShardDataset("data/shards", "train", augment=True, seed=seed)
-    loader = make_loader(train, batch_size, shuffle=True, seed=seed, num_workers=n, device=d)
+    train = ShardDataset("data/shards", "train", augment=config.augment, seed=seed)
+    loader = make_loader(train, batch_size, shuffle=True, seed=seed, options=LoaderOptions(num_workers=n, device=d))
     for epoch in range(epochs):
         loader.sampler.set_epoch(epoch)
         for batch in loader:
@@ -33,6 +33,7 @@ import math
 import os
 from collections import OrderedDict
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -41,6 +42,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from depthcore.checks import check_int, check_probability
+from depthcore.config import AugmentConfig
 from depthcore.shards import ShardError, open_shard, read_image, read_manifest, verify_shards
 
 # The five non-identity orders of the (R, G, B) channels.
@@ -57,33 +59,33 @@ MAX_OPEN_SHARDS = 8
 class ShardDataset(Dataset):
     """The images of one split of a shard set, as tensors.
 
-    `dataset[i]` is image i as stored; `dataset[(epoch, i)]` is image i augmented as in `epoch` (the same as
-    `dataset[i]` when `augment` is off). An item is a dict: `rgb` (3, H, W) uint8, `depth` (1, H, W) float32 metres
-    (holes filled), `raw_depth` (1, H, W) float32 metres (0 = no reading) when the source has raw depth
-    (`has_raw_depth`), and `index` i. `source_indices[i]` is the image's index in the source.
+    `dataset[i]` is image i as stored; `dataset[(epoch, i)]` is image i augmented as in `epoch` with the
+    probabilities of `augment` (params.yaml's `augment` section; the same as `dataset[i]` when it is None). An item
+    is a dict: `rgb` (3, H, W) uint8, `depth` (1, H, W) float32 metres (holes filled), `raw_depth` (1, H, W) float32
+    metres (0 = no reading) when the source has raw depth (`has_raw_depth`), and `index` i. `source_indices[i]` is
+    the image's index in the source.
     """
 
     def __init__(
         self,
         shard_dir: str | Path,
         split: str,
-        augment: bool = False,
-        flip_p: float = 0.5,
-        channel_swap_p: float = 0.25,
+        augment: AugmentConfig | None = None,
         seed: int = 0,
         verify: bool = True,
     ) -> None:
-        check_probability("flip_p", flip_p)
-        check_probability("channel_swap_p", channel_swap_p)
+        if augment is not None:
+            check_probability("flip_p", augment.flip_p)
+            check_probability("channel_swap_p", augment.channel_swap_p)
         check_int("seed", seed, 0)
         self.shard_dir = Path(shard_dir)
         manifest = verify_shards(self.shard_dir, [split]) if verify else read_manifest(self.shard_dir)
         if split not in manifest["shards"]:
             raise ValueError(f"expected a split in {list(manifest['shards'])}, got {split!r}")
         self.split = split
-        self.augment = augment
-        self.flip_p = flip_p
-        self.channel_swap_p = channel_swap_p
+        self.augment = augment is not None
+        self.flip_p = 0.0 if augment is None else augment.flip_p
+        self.channel_swap_p = 0.0 if augment is None else augment.channel_swap_p
         self.seed = seed
         self.has_raw_depth = manifest["has_raw_depth"]
         self.source_indices = manifest["source_indices"][split]
@@ -240,38 +242,39 @@ def resolve_num_workers(value: int | str, processes_here: int = 1) -> int:
     return max(1, min(MAX_AUTO_WORKERS, usable_cores() // max(processes_here, 1) - 1))
 
 
+@dataclass(frozen=True)
+class LoaderOptions:
+    """How a loader reads beyond its batches: this process's share of each epoch (`rank` of `world_size`), its worker
+    processes (0: load in the calling process), whether they persist across passes, and the device the batches go
+    to (memory is pinned for CUDA)."""
+
+    rank: int = 0
+    world_size: int = 1
+    num_workers: int = 0
+    persistent: bool = True
+    device: str | torch.device = "cpu"
+
+
 def make_loader(
-    dataset: ShardDataset,
-    batch_size: int,
-    shuffle: bool,
-    seed: int,
-    *,
-    rank: int = 0,
-    world_size: int = 1,
-    num_workers: int = 0,
-    device: str | torch.device = "cpu",
-    drop_last: bool = False,
-    persistent: bool = True,
+    dataset: ShardDataset, batch_size: int, shuffle: bool, seed: int, options: LoaderOptions = LoaderOptions()
 ) -> DataLoader:
     """A DataLoader over `dataset` for every epoch (its `sampler` is an `EpochSampler`: call `set_epoch`).
 
     Shuffled and padded across processes when `shuffle` (training); in order and unpadded otherwise. Workers persist
-    across epochs when `persistent` (training: no start-up each epoch); without, each pass starts its workers and
-    ends them (validation, one pass an epoch: no idle workers holding memory in between). Memory is pinned only when
-    `device` is CUDA.
+    across epochs when `options.persistent` (training: no start-up each epoch); without, each pass starts its workers
+    and ends them (validation, one pass an epoch: no idle workers holding memory in between).
     """
     check_int("batch_size", batch_size, 1)
-    check_int("num_workers", num_workers, 0)
-    sampler = EpochSampler(len(dataset), shuffle, seed, rank, world_size, pad=shuffle)
+    check_int("num_workers", options.num_workers, 0)
+    sampler = EpochSampler(len(dataset), shuffle, seed, options.rank, options.world_size, pad=shuffle)
     return DataLoader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,
-        num_workers=num_workers,
-        pin_memory=torch.device(device).type == "cuda",
-        drop_last=drop_last,
+        num_workers=options.num_workers,
+        pin_memory=torch.device(options.device).type == "cuda",
         generator=torch.Generator().manual_seed(seed),  # worker seeds; the draws above never use them
-        persistent_workers=persistent and num_workers > 0,
+        persistent_workers=options.persistent and options.num_workers > 0,
     )
 
 

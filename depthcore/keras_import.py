@@ -29,7 +29,7 @@ must be used exactly once and every parameter and BatchNorm buffer set, with mat
 refused with a `KerasImportError` naming the file and the layer.
 
 Using the imported model as the authors did (DenseDepth's README and test code): the input is RGB `x / 255` in [0, 1]
-with no ImageNet normalisation (the model is built with `imagenet_normalize=False`); the output, at half the input's
+with no ImageNet normalisation (its spec says `imagenet_normalize=False`); the output, at half the input's
 size, is in DepthNorm units, 10 m / depth (their `predict` takes clip(1000 / y, 10, 1000) / 1000 * 10 to get metres in
 [0.1, 10]). The decoder's bilinear upsampling must be the one the weights were trained with: "corners"
 (`align_corners=True`, as DenseDepth's layers.py of 2019 called `tf.image.resize_images`) for the released nyu.h5;

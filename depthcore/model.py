@@ -99,8 +99,8 @@ class DenseDepth(nn.Module):
     With ImageNet weights (`pretrained`) the input is normalised with ImageNet's mean and std inside the model (fixed
     buffers `input_mean`, `input_std`, saved with the weights), which is what those weights expect; the paper fed
     [0, 1] images unnormalised but fine-tuned every layer, BatchNorm included, which a frozen encoder never does.
-    A random encoder gets no normalisation. `imagenet_normalize` overrides the choice: a model rebuilt to load
-    saved weights takes the structure of the model that was saved, without fetching ImageNet weights.
+    A random encoder gets no normalisation. A model rebuilt to load saved weights takes the structure of the model
+    that was saved (`from_spec`, through `normalize_like_imagenet`), without fetching ImageNet weights.
 
     `upsampling` (one of UPSAMPLING) is how the decoder resizes and `bn_eps` the epsilon of every encoder BatchNorm
     (module docstring); the defaults are what this project trains with. `depthcore.keras_import` builds the model that
@@ -114,7 +114,6 @@ class DenseDepth(nn.Module):
         decoder: str = "full",
         pretrained: bool = False,
         freeze_encoder: bool = False,
-        imagenet_normalize: bool | None = None,
         upsampling: str = "corners",
         bn_eps: float = TORCHVISION_BN_EPS,
     ):
@@ -129,9 +128,7 @@ class DenseDepth(nn.Module):
                 module.eps = self.bn_eps
         if pretrained:
             load_pretrained_encoder(self.encoder)
-        normalize = pretrained if imagenet_normalize is None else imagenet_normalize
-        for name, values in (("input_mean", IMAGENET_MEAN), ("input_std", IMAGENET_STD)):  # None: no buffer saved
-            self.register_buffer(name, torch.tensor(values).view(1, 3, 1, 1) if normalize else None)
+        self.normalize_like_imagenet(pretrained)
         in_channels, *block_channels = DECODER_CHANNELS[check_choice("decoder", decoder, DECODER_CHANNELS)]
         self.conv2 = nn.Conv2d(BOTTLENECK_CHANNELS, in_channels, kernel_size=1)
         blocks = []
@@ -148,8 +145,16 @@ class DenseDepth(nn.Module):
     def from_spec(cls, spec: ModelSpec, *, pretrained: bool = False, freeze_encoder: bool = False) -> DenseDepth:
         """The one factory: the network a `ModelSpec` describes, for training (with ImageNet weights when
         `pretrained`), evaluation, prediction and import; without `pretrained` the weights are random."""
-        return cls(spec.downsample, decoder=spec.decoder, pretrained=pretrained, freeze_encoder=freeze_encoder,
-                   imagenet_normalize=spec.imagenet_normalize, upsampling=spec.upsampling, bn_eps=spec.bn_eps)
+        model = cls(spec.downsample, decoder=spec.decoder, pretrained=pretrained, freeze_encoder=freeze_encoder,
+                    upsampling=spec.upsampling, bn_eps=spec.bn_eps)
+        model.normalize_like_imagenet(spec.imagenet_normalize)
+        return model
+
+    def normalize_like_imagenet(self, on: bool) -> None:
+        """Normalise the input with ImageNet's mean and std inside the model (buffers `input_mean`, `input_std`,
+        saved with the weights) when `on`; otherwise no normalisation and no buffers saved."""
+        for name, values in (("input_mean", IMAGENET_MEAN), ("input_std", IMAGENET_STD)):
+            self.register_buffer(name, torch.tensor(values).view(1, 3, 1, 1) if on else None)
 
     def train(self, mode: bool = True) -> DenseDepth:
         """Like `nn.Module.train`, but a frozen encoder stays in eval mode so its BatchNorm statistics never move."""

@@ -21,7 +21,7 @@ import numpy as np
 import scipy.io
 
 from depthcore.checks import check_fraction, check_int
-from depthcore.config import official_val_count, random_split_counts
+from depthcore.config import SplitConfig, official_val_count, random_split_counts
 from depthcore.files import write_text
 from depthcore.nyu import NYU_NUM_IMAGES, OFFICIAL_TRAIN_COUNT
 
@@ -30,26 +30,19 @@ METHODS = ("random", "official")
 OFFICIAL_TEST_COUNT = 654
 
 
-def make_splits(
-    num_images: int,
-    method: str,
-    seed: int,
-    train_fraction: float = 0.8,
-    val_fraction: float = 0.1,
-    official_file: str | Path | None = None,
-    official_val_fraction: float = 0.1,
-) -> dict[str, np.ndarray]:
+def make_splits(num_images: int, split: SplitConfig, seed: int) -> dict[str, np.ndarray]:
     """Split `num_images` images into {"train", "val", "test"}: disjoint, complete, sorted 0-based int64.
 
-    `train_fraction`, `val_fraction` are for `random`; `official_file`, `official_val_fraction` for official.
+    `split` is `data.split`: its `train_fraction`, `val_fraction` are for `random`; `official_file`,
+    `official_val_fraction` for official.
     """
     check_int("num_images", num_images, 1)
     check_int("seed", seed, 0)
-    if method == "random":
-        return _random_splits(num_images, seed, train_fraction, val_fraction)
-    if method == "official":
-        return _official_splits(num_images, seed, official_file, official_val_fraction)
-    raise ValueError(f"expected data.split.method to be one of {' | '.join(METHODS)}, got {method!r}")
+    if split.method == "random":
+        return _random_splits(num_images, seed, split.train_fraction, split.val_fraction)
+    if split.method == "official":
+        return _official_splits(num_images, seed, split.official_file or None, split.official_val_fraction)
+    raise ValueError(f"expected data.split.method to be one of {' | '.join(METHODS)}, got {split.method!r}")
 
 
 def _random_splits(n: int, seed: int, train_fraction: float, val_fraction: float) -> dict[str, np.ndarray]:

@@ -36,7 +36,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from depthcore.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from depthcore.config import Config, as_dict, per_process_batch
-from depthcore.data import ShardDataset, make_loader, resolve_num_workers, verify_for_training
+from depthcore.data import LoaderOptions, ShardDataset, make_loader, resolve_num_workers, verify_for_training
 from depthcore.device import Runtime, resolve_runtime
 from depthcore.distributed import Dist
 from depthcore.errors import DepthcoreError
@@ -237,7 +237,7 @@ def fit(
 
 def _set_up(config: Config, shard_dir: Path, model: torch.nn.Module, info: Dist) -> Run:
     """The runtime, the network as the steps call it, the loss and the loaders of this process."""
-    t, a = config.train, config.augment
+    t = config.train
     runtime = resolve_runtime(t.device, t.precision, t.channels_last)
     if runtime.device.type == "cuda":
         runtime = dataclasses.replace(runtime, device=torch.device("cuda", torch.cuda.current_device()))
@@ -250,13 +250,14 @@ def _set_up(config: Config, shard_dir: Path, model: torch.nn.Module, info: Dist)
     if t.compile:  # after DDP, so that gradient communication overlaps the backward pass
         net = torch.compile(net)
     batch = per_process_batch(t, info.world_size)
-    train_set = ShardDataset(shard_dir, "train", augment=True, flip_p=a.flip_p, channel_swap_p=a.channel_swap_p,
-                             seed=config.seed, verify=False)
+    train_set = ShardDataset(shard_dir, "train", augment=config.augment, seed=config.seed, verify=False)
     val_set = ShardDataset(shard_dir, "val", verify=False)
     workers = resolve_num_workers(t.num_workers, info.local_world_size)
-    common = {"seed": config.seed, "rank": info.rank, "world_size": info.world_size, "device": runtime.device}
-    loader = make_loader(train_set, batch, shuffle=True, num_workers=workers, **common)
-    val_loader = make_loader(val_set, batch, shuffle=False, num_workers=min(workers, 1), persistent=False, **common)
+    share = {"rank": info.rank, "world_size": info.world_size, "device": runtime.device}
+    train_options = LoaderOptions(num_workers=workers, **share)
+    val_options = LoaderOptions(num_workers=min(workers, 1), persistent=False, **share)  # no idle workers between
+    loader = make_loader(train_set, batch, shuffle=True, seed=config.seed, options=train_options)
+    val_loader = make_loader(val_set, batch, shuffle=False, seed=config.seed, options=val_options)
     loss_fn = build_loss(config).to(runtime.device)  # its SSIM window a buffer on the device, made once
     return Run(config, runtime, info, net, loss_fn, loader, val_loader, val_set)
 

@@ -20,7 +20,7 @@ from depthcore.shards import write_shards
 from depthcore.sources.nyu_mat import MatSamples, NyuMat
 from depthcore.sources.synthetic import write_synthetic_nyu
 from depthcore.splits import make_splits
-from tests.helpers import SHARED_ENV
+from tests.helpers import SHARED_ENV, split_config
 
 TINY_IMAGES = 8  # split 4 train / 2 val / 2 test
 
@@ -42,7 +42,7 @@ def tiny_mat(tmp_path_factory) -> Path:
 def tiny_shards(tmp_path_factory, tiny_mat) -> Path:
     out = tmp_path_factory.mktemp("data") / "shards"
     with NyuMat(tiny_mat) as reader:
-        splits = make_splits(len(reader), "random", 0, train_fraction=0.5, val_fraction=0.25)
+        splits = make_splits(len(reader), split_config("random", train_fraction=0.5, val_fraction=0.25), 0)
         write_shards(MatSamples(reader), splits, out, 2, {"source": "synthetic", "split": "random", "seed": 0})
     return out
 

@@ -4,6 +4,7 @@ built once for every test process."""
 from __future__ import annotations
 
 import ast
+import dataclasses
 import fcntl
 import os
 import shutil
@@ -13,7 +14,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from depthcore.config import Config, build
+from depthcore.config import Config, SplitConfig, build
 from depthcore.model import ModelSpec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,6 +48,11 @@ def make_config(**overrides) -> Config:
             node = node[section]
         node[key] = value
     return build(Config, raw)
+
+
+def split_config(method: str = "random", **fields: object) -> SplitConfig:
+    """`data.split` of params.yaml with `method` and other fields replaced, unchecked (for make_splits' own checks)."""
+    return dataclasses.replace(make_config().data.split, method=method, **fields)
 
 
 def tiny_train_config(**overrides) -> Config:

@@ -21,7 +21,7 @@ from depthcore.config import (
     per_process_batch,
 )
 from depthcore.metrics import PROTOCOLS
-from tests.helpers import make_config
+from tests.helpers import make_config, split_config
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
@@ -236,7 +236,8 @@ def test_enough_images_agrees_with_the_split_itself(num_images, train_fraction, 
     overrides = {"data.synthetic.num_images": num_images, "data.split.train_fraction": train_fraction,
                  "data.split.val_fraction": val_fraction}
     try:
-        splits.make_splits(num_images, "random", 0, train_fraction=train_fraction, val_fraction=val_fraction)
+        split = split_config("random", train_fraction=train_fraction, val_fraction=val_fraction)
+        splits.make_splits(num_images, split, 0)
     except ValueError:
         with pytest.raises(ConfigError, match=r"^data\.synthetic\.num_images: expected at least one image"):
             make_config(**overrides)
@@ -289,14 +290,15 @@ def test_official_validation_share_agrees_with_the_split_itself(fraction, held_o
     overrides = {"data.source": "nyuv2", "data.split.method": "official",
                  "data.split.official_val_fraction": fraction}
     official_file = PARAMS.parent / raw_params()["data"]["split"]["official_file"]
+    official = split_config("official", official_file=official_file, official_val_fraction=fraction)
     if held_out in (0, 795):
         with pytest.raises(ValueError):
-            splits.make_splits(1449, "official", 0, official_file=official_file, official_val_fraction=fraction)
+            splits.make_splits(1449, official, 0)
         refusal = rf"^data\.split\.official_val_fraction: .*, got {fraction} \(holds out {held_out}\)$"
         with pytest.raises(ConfigError, match=refusal):
             make_config(**overrides)
     else:
-        parts = splits.make_splits(1449, "official", 0, official_file=official_file, official_val_fraction=fraction)
+        parts = splits.make_splits(1449, official, 0)
         assert len(parts["val"]) == held_out
         assert make_config(**overrides).data.split.official_val_fraction == fraction
 

@@ -10,9 +10,11 @@ import pytest
 import torch
 
 import depthcore.data as data_module
+from depthcore.config import AugmentConfig
 from depthcore.data import (
     MAX_OPEN_SHARDS,
     EpochSampler,
+    LoaderOptions,
     ShardDataset,
     make_loader,
     resolve_num_workers,
@@ -22,7 +24,9 @@ from depthcore.data import (
 from depthcore.distributed import Dist
 from depthcore.shards import ShardError, read_manifest, write_shards
 from depthcore.sources.nyu_mat import MatSamples
-from tests.helpers import ROOT
+from tests.helpers import ROOT, make_config
+
+AUGMENT = make_config().augment  # params.yaml's: flip 0.5, channel swap 0.25
 
 H, W, N = 4, 6, 7
 IDENTITY = (0, 1, 2)
@@ -81,7 +85,7 @@ def test_item_without_augmentation_matches_the_source(shard_dir):
 
 
 def test_augmentation_keeps_image_and_depth_aligned(shard_dir):
-    ds = ShardDataset(shard_dir, "train", augment=True, seed=5)
+    ds = ShardDataset(shard_dir, "train", augment=AUGMENT, seed=5)
     flipped = []
     for epoch in range(4):
         for i in range(N):
@@ -98,7 +102,7 @@ def test_augmentation_keeps_image_and_depth_aligned(shard_dir):
 
 def test_flip_mirrors_every_array(shard_dir):
     plain = ShardDataset(shard_dir, "train")[2]
-    augmented = ShardDataset(shard_dir, "train", augment=True, flip_p=1.0, channel_swap_p=0.0)
+    augmented = ShardDataset(shard_dir, "train", augment=AugmentConfig(flip_p=1.0, channel_swap_p=0.0))
     sample = augmented[0, 2]
     for key in ("rgb", "depth", "raw_depth"):
         assert torch.equal(sample[key], plain[key].flip(-1)), key
@@ -108,7 +112,7 @@ def test_flip_mirrors_every_array(shard_dir):
 
 def test_channel_permutation_keeps_depth_and_changes_colours(shard_dir):
     plain = ShardDataset(shard_dir, "train")
-    ds = ShardDataset(shard_dir, "train", augment=True, flip_p=0.0, channel_swap_p=1.0, seed=1)
+    ds = ShardDataset(shard_dir, "train", augment=AugmentConfig(flip_p=0.0, channel_swap_p=1.0), seed=1)
     seen = set()
     for epoch in range(3):
         for i in range(N):
@@ -126,7 +130,7 @@ def test_channel_permutation_keeps_depth_and_changes_colours(shard_dir):
 
 
 def test_augmentation_rates_follow_the_probabilities(shard_dir):
-    ds = ShardDataset(shard_dir, "train", augment=True, flip_p=0.5, channel_swap_p=0.25)
+    ds = ShardDataset(shard_dir, "train", augment=AugmentConfig(flip_p=0.5, channel_swap_p=0.25))
     draws = [ds.draw(0, i) for i in range(4000)]
     flips = np.mean([flip for flip, _ in draws])
     swaps = np.mean([order != IDENTITY for _, order in draws])
@@ -135,15 +139,15 @@ def test_augmentation_rates_follow_the_probabilities(shard_dir):
 
 
 def test_augmentation_depends_on_seed_epoch_and_index_only(shard_dir):
-    a = ShardDataset(shard_dir, "train", augment=True, seed=3)
-    b = ShardDataset(shard_dir, "train", augment=True, seed=3)
+    a = ShardDataset(shard_dir, "train", augment=AUGMENT, seed=3)
+    b = ShardDataset(shard_dir, "train", augment=AUGMENT, seed=3)
     forward = [a[2, i] for i in range(N)]
     backward = [b[2, i] for i in reversed(range(N))][::-1]
     for x, y in zip(forward, backward, strict=True):
         assert torch.equal(x["rgb"], y["rgb"]) and torch.equal(x["depth"], y["depth"])
     assert [a.draw(2, i) for i in range(N)] == [b.draw(2, i) for i in range(N)]
     assert [a.draw(2, i) for i in range(N)] != [a.draw(3, i) for i in range(N)]
-    c = ShardDataset(shard_dir, "train", augment=True, seed=4)
+    c = ShardDataset(shard_dir, "train", augment=AUGMENT, seed=4)
     assert [a.draw(2, i) for i in range(N)] != [c.draw(2, i) for i in range(N)]
 
 
@@ -153,7 +157,7 @@ def epoch_batches(loader, epoch: int) -> list[dict]:
 
 
 def test_loader_batches(shard_dir):
-    ds = ShardDataset(shard_dir, "train", augment=True)
+    ds = ShardDataset(shard_dir, "train", augment=AUGMENT)
     batches = epoch_batches(make_loader(ds, batch_size=3, shuffle=True, seed=0), 1)
     assert [b["rgb"].shape for b in batches] == [(3, 3, H, W), (3, 3, H, W), (1, 3, H, W)]
     assert all(b["rgb"].dtype == torch.uint8 for b in batches)
@@ -161,8 +165,6 @@ def test_loader_batches(shard_dir):
     assert all(b["raw_depth"].shape[1:] == (1, H, W) for b in batches)
     order = torch.cat([b["index"] for b in batches]).tolist()
     assert sorted(order) == list(range(N))
-    dropped = list(make_loader(ds, batch_size=3, shuffle=False, seed=0, drop_last=True))
-    assert [b["index"].tolist() for b in dropped] == [[0, 1, 2], [3, 4, 5]]
 
 
 def test_shuffle_order_is_seeded_by_seed_and_epoch(shard_dir):
@@ -180,9 +182,9 @@ def test_shuffle_order_is_seeded_by_seed_and_epoch(shard_dir):
 def test_persistent_workers_give_the_same_batches_every_epoch(shard_dir):
     """Workers live across epochs (the epoch travels with each index), and give exactly what no worker gives, as do
     workers started for each pass (`persistent=False`, the validation loader's)."""
-    ds = ShardDataset(shard_dir, "train", augment=True, seed=2)
-    single, multi = (make_loader(ds, 2, shuffle=True, seed=2, num_workers=n) for n in (0, 2))
-    each_pass = make_loader(ds, 2, shuffle=True, seed=2, num_workers=2, persistent=False)
+    ds = ShardDataset(shard_dir, "train", augment=AUGMENT, seed=2)
+    single, multi = (make_loader(ds, 2, shuffle=True, seed=2, options=LoaderOptions(num_workers=n)) for n in (0, 2))
+    each_pass = make_loader(ds, 2, shuffle=True, seed=2, options=LoaderOptions(num_workers=2, persistent=False))
     assert multi.persistent_workers and not single.persistent_workers and not each_pass.persistent_workers
     for epoch in (3, 4):
         one, two, three = epoch_batches(single, epoch), epoch_batches(multi, epoch), epoch_batches(each_pass, epoch)
@@ -267,9 +269,11 @@ def test_reading_more_shards_than_the_open_file_limit(tmp_path):
     child = textwrap.dedent(
         """
         import os, resource, sys
+        from depthcore.config import AugmentConfig
         from depthcore.data import ShardDataset, make_loader
         resource.setrlimit(resource.RLIMIT_NOFILE, (40, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
-        loader = make_loader(ShardDataset(sys.argv[1], "train", augment=True), 4, shuffle=True, seed=0)
+        train = ShardDataset(sys.argv[1], "train", augment=AugmentConfig(0.5, 0.25))
+        loader = make_loader(train, 4, shuffle=True, seed=0)
         loader.sampler.set_epoch(1)
         print(sum(len(batch["index"]) for batch in loader), "images;", len(os.listdir("/proc/self/fd")), "open files")
         """
@@ -292,8 +296,8 @@ def test_open_shards_are_bounded(tmp_path):
 
 def test_pin_memory_only_for_cuda(shard_dir):
     ds = ShardDataset(shard_dir, "train")
-    assert make_loader(ds, 2, shuffle=False, seed=0, device="cuda").pin_memory
-    assert not make_loader(ds, 2, shuffle=False, seed=0, device="cpu").pin_memory
+    assert make_loader(ds, 2, shuffle=False, seed=0, options=LoaderOptions(device="cuda")).pin_memory
+    assert not make_loader(ds, 2, shuffle=False, seed=0, options=LoaderOptions(device="cpu")).pin_memory
 
 
 def test_empty_split(shard_dir):
@@ -317,7 +321,7 @@ def test_bad_arguments_are_refused(shard_dir):
     with pytest.raises(ValueError, match="expected a split in \\['train', 'val'\\], got 'tets'"):
         ShardDataset(shard_dir, "tets", verify=False)
     with pytest.raises(ValueError, match="expected flip_p to be a number in \\[0.0, 1.0\\], got 1.5"):
-        ShardDataset(shard_dir, "train", flip_p=1.5)
+        ShardDataset(shard_dir, "train", augment=AugmentConfig(flip_p=1.5, channel_swap_p=0.25))
     with pytest.raises(ValueError, match="expected seed to be an integer >= 0, got True"):
         ShardDataset(shard_dir, "train", seed=True)
     with pytest.raises(ValueError, match="expected batch_size to be an integer >= 1, got 0"):

@@ -14,11 +14,13 @@ import depthcore.model as model_module
 from depthcore.files import sha256_file
 from depthcore.model import (
     DenseDepth,
+    ModelSpec,
     PretrainedWeightsUnavailable,
     UpBlock,
     output_stride,
     pretrained_weights_path,
 )
+from tests.helpers import make_config
 
 # Report Table 1 at a 480x640 input with downsampling: (channels, height, width).
 TABLE1 = {
@@ -272,7 +274,8 @@ def test_imagenet_normalisation_only_with_pretrained_weights(tmp_path, monkeypat
         assert torch.allclose(model.input_mean.flatten(), torch.tensor([0.485, 0.456, 0.406]))
         assert torch.allclose(model.input_std.flatten(), torch.tensor([0.229, 0.224, 0.225]))
         assert {"input_mean", "input_std"} <= set(model.state_dict())
-    rebuilt = DenseDepth(imagenet_normalize=True)  # a saved pretrained model, rebuilt without the ImageNet file
+    spec = ModelSpec.from_config(make_config(**{"model.pretrained": True}))
+    rebuilt = DenseDepth.from_spec(spec)  # a saved pretrained model, rebuilt without the ImageNet file
     seen = []
     rebuilt.encoder.conv0.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0]))
     x = torch.full((1, 3, 256, 256), 0.5)

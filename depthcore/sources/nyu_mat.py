@@ -186,13 +186,5 @@ def open_mat(config: Config, path: Path) -> Iterator[tuple[MatSamples, dict[str,
     """The .mat at `path` opened for sharding: its samples, its splits by `data.split`, and their provenance."""
     data, split = config.data, config.data.split
     with NyuMat(path) as reader:
-        splits = make_splits(
-            len(reader),
-            split.method,
-            data.seed,
-            train_fraction=split.train_fraction,
-            val_fraction=split.val_fraction,
-            official_file=split.official_file,
-            official_val_fraction=split.official_val_fraction,
-        )
+        splits = make_splits(len(reader), split, data.seed)
         yield MatSamples(reader), splits, {"source": data.source, "split": split.method, "seed": data.seed}
