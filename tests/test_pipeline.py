@@ -23,11 +23,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 from PIL import Image
 
 from depthcore.config import Config, build
+from depthcore.inference import save_model
+from depthcore.keras_import import keras_spec
 from depthcore.metrics import METRIC_KEYS, PROTOCOLS
+from depthcore.model import DenseDepth
 from depthcore.report import params_hash
 from tests.helpers import ROOT, built_once
 
@@ -273,6 +277,32 @@ def test_densedepth_zip_goes_through_the_pipeline(tmp_path):
     assert set(evaluation) == {"report", "densedepth"}
     splits = json.loads((repo / "data/splits.json").read_text())
     assert (len(splits["train"]), len(splits["val"]), len(splits["test"])) == (6, 2, 2)  # one scene of 4 held out
+
+
+def test_a_given_model_is_evaluated_on_the_zip_without_training(tmp_path):
+    """model.init with train.epochs 0: the pipeline downloads, shards, validates, evaluates and compares the given
+    model as it is. The file is what `depthcore import-keras` writes for the authors' nyu.h5 (their architecture's
+    spec, no training config), here with random weights: the Keras conversion itself is tests/test_keras_import.py's."""
+    archive = tmp_path / "nyu_data.zip"
+    write_zip_by_hand(archive, scenes=4, frames=2, tests=2)
+    torch.manual_seed(0)
+    given = DenseDepth.from_spec(keras_spec("half", "corners"))
+    save_model(tmp_path / "released.pt", given, keras_spec("half", "corners"), config=None, epochs=0, origin="test")
+    repo = make_repo(tmp_path / "released", TINY)
+    out = dvc("exp", "run", "-S", "data.source=densedepth", "-S", f"data.densedepth.path={archive}",
+              "-S", "data.densedepth.val_fraction=0.25", "-S", f"model.init={tmp_path / 'released.pt'}",
+              "-S", "train.epochs=0", "-S", "model.downsample=false", "-S", "model.decoder=half",
+              "-S", "eval.protocols=[densedepth]", cwd=repo)  # fmt: skip
+    assert "train.epochs is 0: no optimizer step" in out
+    saved = torch.load(repo / "models/model.pt", weights_only=True)
+    assert saved["epochs"] == 0 and saved["spec"]["bn_eps"] == pytest.approx(1.001e-5)
+    assert all(torch.equal(saved["model"][k], v) for k, v in given.state_dict().items())
+    logged = json.loads((repo / "dvclive/metrics.json").read_text())
+    assert "val_loss" in logged and "train_loss" not in logged
+    info = json.loads((repo / "metrics/eval_info.json").read_text())
+    assert info["notes"] == {}  # the zip's test pairs are NYU's official test images: comparable under densedepth
+    comparison = (repo / "metrics/comparison.md").read_text()
+    assert "released model nyu.h5, the authors' re-evaluation" in comparison
 
 
 def test_a_bad_param_stops_a_stage_with_one_line(tmp_path):
