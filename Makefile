@@ -37,6 +37,7 @@ bench: $(STAMP)
 	python benchmarks/train_step.py
 	python benchmarks/evaluate.py
 	python benchmarks/epoch.py
+	python benchmarks/inference_speed.py
 
 bench-gpu: $(STAMP)
 	bash benchmarks/gpu.sh

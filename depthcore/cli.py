@@ -2,6 +2,8 @@
 
     depthcore predict IMAGE_OR_DIR... [--model models/model.pt] [--out predictions/] [options]
     depthcore import-keras NYU_H5 [--out models/released.pt] [--upsampling corners]
+    depthcore evaluate --rgbd DIR [--model models/model.pt] [--out rgbd_eval.json] [--min-depth 0.1] [--max-depth 10]
+    depthcore export MODEL --onnx model.onnx
 
 Every subcommand shares what this module gives it: the argument parser, --model, --device and --precision where it
 runs a network (`depthcore.device`), and the rule for errors: a `DepthcoreError` (the user's to fix: a bad file,
@@ -16,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from depthcore import predict
+from depthcore import export, predict, rgbd
 from depthcore.device import PRECISIONS, Runtime, resolve_runtime
 from depthcore.errors import DepthcoreError, run_main
 from depthcore.inference import save_model
@@ -65,14 +67,16 @@ COMMANDS = {
     "predict": Command(predict.SUMMARY, predict.add_arguments, predict.run, runs_a_network=True),
     "import-keras": Command("convert the authors' Keras model (nyu.h5) into a depthcore model file",
                             add_import_arguments, run_import, runs_a_network=False),
+    "evaluate": Command(rgbd.SUMMARY, rgbd.add_arguments, rgbd.run, runs_a_network=True),
+    "export": Command(export.SUMMARY, export.add_arguments, export.run, runs_a_network=False),
 }
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
     """--model, --device and --precision, for the subcommands that run a network."""
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL,
-                        help=f"a depthcore model file (default: {DEFAULT_MODEL}, written by `dvc repro`) or the "
-                             "authors' Keras .h5")
+                        help=f"a depthcore model file (default: {DEFAULT_MODEL}, written by `dvc repro`), the "
+                             "authors' Keras .h5, or a .onnx from `depthcore export`")
     parser.add_argument("--device", choices=DEVICES, default="auto", help="auto: cuda, then mps, then cpu")
     parser.add_argument("--precision", choices=("auto", *PRECISIONS), default="auto",
                         help="auto: bf16 where the hardware has it, fp16 on older CUDA, else fp32")
@@ -88,7 +92,8 @@ def runtime_from(args: argparse.Namespace) -> Runtime:
 
 def parser() -> argparse.ArgumentParser:
     """The `depthcore` argument parser, one subparser per COMMANDS entry."""
-    top = argparse.ArgumentParser(prog="depthcore", description="DenseDepth monocular depth: predict, import")
+    summary = "DenseDepth monocular depth: predict, import, evaluate, export"
+    top = argparse.ArgumentParser(prog="depthcore", description=summary)
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, command in COMMANDS.items():
         sub = commands.add_parser(name, help=command.summary, description=command.summary)

@@ -12,6 +12,9 @@ The one place that training (its validation grid), evaluation, `depthcore predic
 - `load_any_model`: a model file, or the authors' Keras `.h5` converted on the fly (`depthcore.keras_import`).
 - `Predictor`: rgb (B, 3, H, W) -> depth (B, 1, H, W) in metres: the network's output, read back from its
   training target (`depthcore.loss.to_metres`), then upsampled to the input's size by `upsample`.
+- An exported model (`depthcore export`, a `.onnx` file) loads as an `OnnxPredictor` with `Predictor`'s contract: the
+  forward pass runs in onnxruntime (an optional package, the `onnx` extra), its settings read from the file's
+  metadata (the ONNX_* keys).
 - `upsample`: bilinear with pixel centres aligned (`align_corners=False`): output pixel x samples the input at
   (x + 0.5) * h / H - 0.5, so a block of 8x8 pixels maps onto the one output pixel that was computed from it.
   (`align_corners=True` would stretch the corners instead, shifting pixels by up to 3.5 at 1/8 resolution.)
@@ -20,9 +23,12 @@ The one place that training (its validation grid), evaluation, `depthcore predic
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import json
 import pickle
 import zipfile
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -38,6 +44,14 @@ from depthcore.model import TORCHVISION_BN_EPS, DenseDepth, ModelSpec
 MODEL_FORMAT = "depthcore-model-v2"
 V1_FORMAT = "depthcore-model-v1"  # weights, config and epochs; no spec
 KERAS_SUFFIXES = (".h5", ".hdf5", ".keras")
+ONNX_SUFFIX = ".onnx"
+ONNX_FORMAT = "depthcore-onnx-v1"
+#: The exported graph's input, (B, 3, H, W) float32 RGB in [0, 1], and output, (B, 1, H/s, W/s) float32 metres.
+ONNX_INPUT, ONNX_OUTPUT = "rgb", "depth"
+#: The metadata (`metadata_props`) keys an `OnnxPredictor` reads: the format, the `ModelSpec` as JSON, and what 8-bit
+#: values are divided by to give the input's [0, 1]. `depthcore.export` writes them with the others a user reads.
+ONNX_FORMAT_KEY, ONNX_SPEC_KEY, ONNX_DIVISOR_KEY = "depthcore_format", "depthcore_spec", "input_divisor"
+ONNX_EXTRA = "pip install 'depthcore[onnx]'"  # the optional dependencies of exported models
 
 
 class ModelFileError(DepthcoreError):
@@ -68,10 +82,7 @@ def load_model(path: str | Path, expect: Config | None = None) -> tuple[DenseDep
     path = Path(path)
     record = _read_record(path)
     spec = _spec_of(path, record)
-    if expect is not None:
-        differ = spec.differences(expect)
-        if differ:
-            raise ModelFileError(f"{path} does not match params.yaml ({'; '.join(differ)}); run `dvc repro`")
+    _check_expected(path, spec, expect)
     model = DenseDepth.from_spec(spec)
     try:
         model.load_state_dict(record["model"])
@@ -92,6 +103,13 @@ def load_any_model(path: str | Path) -> tuple[DenseDepth, ModelSpec, str]:
         return model, spec, info.origin
     model, spec, record = load_model(path)
     return model, spec, record.get("origin", f"trained, {record['epochs']} epochs")
+
+
+def _check_expected(path: Path, spec: ModelSpec, expect: Config | None) -> None:
+    """`ModelFileError` naming each key of `spec` that params (`expect`, None: no check) say otherwise of."""
+    differ = [] if expect is None else spec.differences(expect)
+    if differ:
+        raise ModelFileError(f"{path} does not match params.yaml ({'; '.join(differ)}); run `dvc repro`")
 
 
 def _read_record(path: Path) -> dict[str, Any]:
@@ -155,8 +173,66 @@ def prepare(model: torch.nn.Module, runtime: Runtime, compile_model: bool = Fals
     return torch.compile(model) if compile_model else model
 
 
-def load_predictor(path: str | Path, runtime: Runtime, expect: Config | None = None) -> Predictor:
-    """The model at `path` (`load_model`, or `load_any_model` without `expect`) on `runtime`, as a `Predictor`."""
+class OnnxPredictor:
+    """An exported model in onnxruntime on the CPU, with `Predictor`'s contract: rgb (B, 3, H, W) uint8, or float in
+    [0, 1] -> depth (B, 1, H, W) float32 metres on the CPU. The graph gives metres at its output stride; `upsample`
+    brings them to the input's size, as `Predictor` does. The forward pass needs no torch.
+
+    `runtime` says where it runs (CPU, fp32: the graph's own precision), whatever runtime it was loaded for.
+    """
+
+    runtime = Runtime(torch.device("cpu"), None, channels_last=False, note="onnxruntime, CPUExecutionProvider")
+
+    def __init__(self, session: Any, spec: ModelSpec, input_divisor: float) -> None:
+        self.session, self.spec, self.input_divisor = session, spec, input_divisor
+
+    def __call__(self, rgb: torch.Tensor) -> torch.Tensor:
+        x = rgb.float() / self.input_divisor if rgb.dtype == torch.uint8 else rgb.float()  # (B, 3, H, W) in [0, 1]
+        (metres,) = self.session.run([ONNX_OUTPUT], {ONNX_INPUT: x.cpu().contiguous().numpy()})  # (B, 1, h, w)
+        return upsample(torch.from_numpy(metres), rgb.shape[-2:])
+
+
+def import_extra(module: str, needed_for: str) -> ModuleType:
+    """The optional package `module` (the `onnx` extra); a one-line `DepthcoreError` saying how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise DepthcoreError(f"{needed_for} needs the {module} package, not installed here: {ONNX_EXTRA}") from None
+
+
+def load_onnx_predictor(path: str | Path, expect: Config | None = None, threads: int = 0) -> OnnxPredictor:
+    """The model `depthcore export` wrote at `path`, in onnxruntime (CPU) with `threads` threads (0: onnxruntime's
+    default, one per physical core), as an `OnnxPredictor`; its spec and input scaling come from the file's metadata.
+    With `expect`, the spec must match params as in `load_model`."""
+    path = Path(path)
+    onnxruntime = import_extra("onnxruntime", f"an ONNX model ({path})")
+    if not path.is_file():
+        raise ModelFileError(f"no ONNX model at {path}: write one with `depthcore export MODEL --onnx {path}`")
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    try:
+        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime's errors (InvalidProtobuf, Fail, ...) derive from Exception alone
+        first = str(err).strip().partition("\n")[0]
+        raise ModelFileError(f"{path} is not an ONNX model onnxruntime can load ({first})") from None
+    meta = session.get_modelmeta().custom_metadata_map
+    if meta.get(ONNX_FORMAT_KEY) != ONNX_FORMAT:
+        raise ModelFileError(
+            f"{path} is not a model written by `depthcore export`: expected metadata {ONNX_FORMAT_KEY}="
+            f"{ONNX_FORMAT!r}, got {meta.get(ONNX_FORMAT_KEY)!r}; export a depthcore model file again"
+        )
+    spec = ModelSpec(**json.loads(meta[ONNX_SPEC_KEY]))
+    _check_expected(path, spec, expect)
+    return OnnxPredictor(session, spec, float(meta[ONNX_DIVISOR_KEY]))
+
+
+def load_predictor(
+    path: str | Path, runtime: Runtime, expect: Config | None = None
+) -> Predictor | OnnxPredictor:
+    """The model at `path` on `runtime`: a `.onnx` file as an `OnnxPredictor` (onnxruntime, CPU, whatever `runtime`
+    says), any other as a `Predictor` (`load_model`, or `load_any_model` without `expect`)."""
+    if Path(path).suffix.lower() == ONNX_SUFFIX:
+        return load_onnx_predictor(path, expect)
     if expect is None:
         model, spec, _ = load_any_model(path)
     else:
