@@ -11,8 +11,9 @@ epoch reads as NaN (the step itself runs as usual, so the processes stay in step
 as it ends a stage: one line on stderr, exit status 2.
 
 The second writes OUT/rank<RANK>.json: the shard files this process hashed while `verify_for_training` checked SHARDS,
-the message of the ShardError it raised on CORRUPT_SHARDS (a copy with a bad shard), and what `Dist.any` answered for
-a flag set on FLAGGED_RANK only and for a flag set nowhere.
+the message of the ShardError it raised on CORRUPT_SHARDS (a copy with a bad shard), what `Dist.any` answered for
+a flag set on FLAGGED_RANK only and for a flag set nowhere, and a BatchNorm's statistics after the synchronisation that
+validation runs after.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
 
 import depthcore.shards as shards_module  # noqa: E402
 import depthcore.train as train_module  # noqa: E402
@@ -82,10 +85,24 @@ def collectives(shards: str, corrupt: str, out: str, flagged_rank: str) -> None:
             "corrupt_error": error,
             "any_flagged": info.any(info.rank == int(flagged_rank)),
             "any_none": info.any(False),
+            "batchnorm_after_sync": synced_batchnorm(info),
         }
         Path(out, f"rank{info.rank}.json").write_text(json.dumps(record))
     finally:
         distributed.teardown(info)
+
+
+def synced_batchnorm(info: distributed.Dist) -> dict[str, list[float]]:
+    """A BatchNorm whose statistics differ on every process (as after each one's last training batch), after the
+    synchronisation that precedes validation: its running mean, variance and batch count."""
+    norm = torch.nn.BatchNorm2d(2)
+    with torch.no_grad():
+        norm.running_mean.fill_(info.rank + 1.0)
+        norm.running_var.fill_(10.0 * (info.rank + 1))
+        norm.num_batches_tracked.fill_(info.rank + 5)
+    train_module._synced(norm, info)
+    return {"mean": norm.running_mean.tolist(), "var": norm.running_var.tolist(),
+            "batches": [int(norm.num_batches_tracked)]}
 
 
 if __name__ == "__main__":

@@ -167,7 +167,7 @@ def test_a_non_finite_loss_on_one_process_stops_every_process_at_once(tmp_path, 
 
 
 @pytest.mark.slow
-def test_one_process_stopping_stops_all_and_each_machine_hashes_once(tmp_path, tiny_shards):
+def test_one_process_stopping_stops_all_each_machine_hashes_once_and_batchnorm_syncs(tmp_path, tiny_shards):
     """2 processes on one machine: local rank 0 alone hashes each shard of every split, once; a truncated validation
     shard stops both before training (the one that hashed names it); a flag on one process is seen by both."""
     corrupt = tmp_path / "corrupt"
@@ -191,3 +191,6 @@ def test_one_process_stopping_stops_all_and_each_machine_hashes_once(tmp_path, t
     assert all("\n" not in r["corrupt_error"] for r in records)
     assert [r["any_flagged"] for r in records] == [True, True]  # only rank 1 raised it
     assert [r["any_none"] for r in records] == [False, False]
+    # validation sees rank 0's BatchNorm statistics everywhere (each had its own: mean rank + 1, var 10 (rank + 1))
+    rank0 = {"mean": [1.0, 1.0], "var": [10.0, 10.0], "batches": [5]}
+    assert [r["batchnorm_after_sync"] for r in records] == [rank0, rank0]
