@@ -27,7 +27,7 @@ from depthcore.errors import DepthcoreError
 from depthcore.frame import predict_images
 from depthcore.inference import OnnxPredictor, Predictor, load_predictor
 from depthcore.model import ModelSpec
-from depthcore.predict import WIDE_GREY_MODES, read_rgb
+from depthcore.predict import read_rgb, upright_rgb
 
 ImageLike = str | Path | Image.Image | np.ndarray
 
@@ -71,10 +71,7 @@ def _rgb(image: ImageLike) -> np.ndarray:
     if isinstance(image, (str, Path)):
         return read_rgb(Path(image))
     if isinstance(image, Image.Image):
-        if image.mode in WIDE_GREY_MODES:
-            raise ValueError(f"expected an 8-bit Pillow image, got mode {image.mode!r}: pass its file's path, which "
-                             "is scaled onto 8 bits as `depthcore predict` does")
-        return np.asarray(image.convert("RGB"))
+        return np.asarray(upright_rgb(image))  # as `depthcore predict` reads a file: EXIF orientation, 16-bit grey
     if isinstance(image, np.ndarray):
         return image
     raise TypeError(f"expected a path, a Pillow image or an (H, W, 3) uint8 array, got {type(image).__name__}")

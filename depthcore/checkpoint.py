@@ -6,8 +6,8 @@ the learning-rate schedule and the per-epoch history (its length is the number o
 fingerprint of everything that determines the trained weights (`depthcore.train.fingerprint`): one made with other
 params, data or code is ignored.
 
-`save_atomic` is torch.save that leaves either the complete new file or the old one: the checkpoint and the model
-file are written with it.
+`save_atomic` is torch.save that leaves either the complete new file or the old one, and no temporary file for good
+after a kill: the checkpoint and the model file are written with it.
 """
 
 from __future__ import annotations
@@ -111,8 +111,10 @@ class TrainState:
 def save_atomic(obj: Any, path: Path) -> None:
     """torch.save that leaves either the complete new file or the old one; equal objects give equal bytes.
 
-    torch.save names the archive inside the file after the file it is given, here a randomly named temporary file;
-    through an open file object it is always "archive", so a rerun writes the same bytes (and DVC the same hash).
+    It writes into the temporary folder `.<name>.tmp` beside `path` (`depthcore.files.atomic_path`): a write killed
+    midway leaves only that, and the next save to `path` clears it. Given a path, torch.save names the archive inside
+    the file after it; through an open file object the name is always "archive", so the bytes do not depend on file
+    names (and DVC sees the same hash for the same weights).
     """
     with atomic_path(path) as tmp, tmp.open("wb") as file:
         torch.save(obj, file)

@@ -9,6 +9,10 @@ Depth conventions:
 from __future__ import annotations
 
 import io
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -20,19 +24,41 @@ DEPTH_SCALE = 1000.0  # stored units per metre (millimetres)
 DEPTH_MAX_M = np.iinfo(np.uint16).max / DEPTH_SCALE  # 65.535 m
 DEPTH_BOUND_M = 0.5 / DEPTH_SCALE  # largest |stored - source| from rounding to the nearest millimetre
 DEPTH_8BIT_SCALE = 255 / MAX_DEPTH  # 8-bit depth PNG values per metre
+_ROWS_PIXELS = 1 << 20  # pixels per block of rows when converting depth (bounds the float64 copy to 8 MiB)
 
 
 class ImageDecodeError(DepthcoreError, ValueError):
     """Bytes that are not an image Pillow can read."""
 
 
-def open_image(data: bytes, what: str) -> Image.Image:
-    """A lazily decoded Pillow image from `data` (only the header is read); `what` names it in errors."""
+def open_image(source: bytes | BinaryIO, what: str) -> Image.Image:
+    """A lazily decoded Pillow image from the bytes or open binary file `source` (only the header is read); `what`
+    names it in errors. An image over Pillow's pixel limit (`pixel_limit`) is refused here too."""
+    file = io.BytesIO(source) if isinstance(source, bytes) else source
     try:
-        return Image.open(io.BytesIO(data))
-    except (UnidentifiedImageError, OSError) as err:
-        raise ImageDecodeError(f"{what}: expected an image file (PNG, JPEG, ...), got {len(data)} bytes "
+        return Image.open(file)
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
+        size = file.seek(0, io.SEEK_END)
+        raise ImageDecodeError(f"{what}: expected an image file (PNG, JPEG, ...), got {size} bytes "
                                f"Pillow cannot read ({err})") from None
+
+
+@contextmanager
+def pixel_limit(max_pixels: int | None) -> Iterator[None]:
+    """Within the block, Pillow refuses (`Image.DecompressionBombError`) any image of more than `max_pixels` pixels,
+    at every step that checks (opening, a GIF frame, a TIFF tile), and warns of none; None: no limit at all.
+
+    Pillow's limit is a module global (it warns above `Image.MAX_IMAGE_PIXELS` and refuses above twice that), set
+    here for the block and restored after it: for one thread at a time.
+    """
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None if max_pixels is None else max_pixels // 2
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
 
 
 def decode_image(data: bytes, what: str) -> np.ndarray:
@@ -65,7 +91,11 @@ def metres_to_mm(depth: np.ndarray, what: str) -> np.ndarray:
     if not finite.all() or depth.min() < 0 or depth.max() > DEPTH_MAX_M:
         bad = depth[~finite] if not finite.all() else depth[(depth < 0) | (depth > DEPTH_MAX_M)]
         raise ValueError(f"{what}: expected depth in [0, {DEPTH_MAX_M}] m, got a value of {bad.flat[0]!r}")
-    return np.rint(depth.astype(np.float64) * DEPTH_SCALE).astype(np.uint16)
+    stored = np.empty(depth.shape, np.uint16)
+    rows = max(1, _ROWS_PIXELS // max(depth.shape[1], 1))  # a block of rows at a time: no full-size float64 copy
+    for top in range(0, depth.shape[0], rows):
+        stored[top:top + rows] = np.rint(depth[top:top + rows].astype(np.float64) * DEPTH_SCALE)
+    return stored
 
 
 def mm_to_metres(stored: np.ndarray) -> np.ndarray:

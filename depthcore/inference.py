@@ -26,6 +26,7 @@ import dataclasses
 import importlib
 import json
 import pickle
+import struct
 import zipfile
 from pathlib import Path
 from types import ModuleType
@@ -122,7 +123,8 @@ def _read_record(path: Path) -> dict[str, Any]:
         raise ModelFileError(f"{path} is empty (0 bytes), not a depthcore model file: train or copy it again")
     try:
         record = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, OSError):
+    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, OSError, IndexError,
+            KeyError, struct.error):  # what torch raises on bytes that are not its archive
         raise ModelFileError(
             f"{path} is not a depthcore model file (not a readable torch archive): expected a file written by "
             "`dvc repro` or `depthcore import-keras`; a truncated copy is copied or trained again"

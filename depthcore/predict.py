@@ -8,9 +8,11 @@ in memory (`depthcore.inference.load_any_model`); the model file says how its in
 mean.
 
 Inputs: image files (anything Pillow reads, whatever the name), or directories: their files with an IMAGE_SUFFIXES
-suffix, sorted by name, not recursive, hidden files skipped. Each image is read upright as RGB (`read_rgb`) and
-shown to the network letterboxed in its 480x640 training frame (`depthcore.frame`); its depth map comes back at
-the image's own size.
+suffix, sorted by name, not recursive, hidden files skipped. Each image is read upright as RGB and shown to the
+network letterboxed in its 480x640 training frame (`depthcore.frame`); its depth map comes back at the image's own
+size. An image larger than its letterbox is shrunk as it is read (`read_picture`), so that a batch of 48 MP photos
+holds no full-size picture; only the image being written has full-size maps. Of an animated or multi-page image
+the first frame is used, and a line on stderr says so. An image of more than MAX_PIXELS pixels is refused.
 
 Outputs in --out, named after the input's stem (two inputs with one stem are refused):
 
@@ -20,9 +22,10 @@ Outputs in --out, named after the input's stem (two inputs with one stem are ref
                             --fx --fy --cx --cy (the image's pixels, 0-based as in OpenCV; the same for every image)
                             or else NYU's Kinect camera carried onto the image (`depthcore.frame.nyu_intrinsics`)
 
-Every file is written atomically. An input that cannot be read is reported by name and skipped, the others still
-complete, and the command then fails (status 2) naming it. Problems found before any work starts (no images, two
-inputs with one stem, an unwritable --out, a missing or foreign model file) stop it with one line, status 2.
+Every file is written atomically. An input that cannot be read (not an image, truncated, unreadable, too many
+pixels) is reported by name and skipped, the others still complete, and the command prints its summary and then
+fails (status 2) naming it. Problems found before any work starts (no images, two inputs with one stem, an
+unwritable --out, a missing or foreign model file) stop it with one line, status 2.
 """
 
 from __future__ import annotations
@@ -31,18 +34,21 @@ import argparse
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+import torch
+from PIL import ExifTags, Image, ImageOps
 
-from depthcore.codec import ImageDecodeError, encode_png, metres_to_mm, open_image
+from depthcore.codec import ImageDecodeError, encode_png, metres_to_mm, open_image, pixel_limit
 from depthcore.device import Runtime
 from depthcore.errors import DepthcoreError
 from depthcore.files import atomic_path
-from depthcore.frame import fit_box, nyu_intrinsics, predict_images
-from depthcore.inference import Predictor, load_predictor
+from depthcore.frame import RESAMPLE, fit_box, nyu_intrinsics, predict_images
+from depthcore.inference import OnnxPredictor, Predictor, load_predictor, upsample
 from depthcore.pointcloud import Intrinsics, back_project, ply_bytes
 from depthcore.progress import bar
 from depthcore.visualize import depth_colormap
@@ -59,6 +65,18 @@ WIDE_GREY_MAX = 65535
 WIDE_TO_8BIT = WIDE_GREY_MAX / 255  # 257: 0..65535 maps linearly onto 0..255
 DEPTH_SUFFIX, COLOR_SUFFIX, PLY_SUFFIX = "_depth.png", "_depth_color.png", ".ply"
 INTRINSICS = ("fx", "fy", "cx", "cy")
+#: The most pixels an input may have (2^28, 268 MP): more than the largest camera sensors sold take (200 MP in
+#: phones, e.g. the Samsung Galaxy S23 Ultra's 16320x12240), so no photo is refused, only a file whose header claims a
+#: larger image (a "pixel bomb": a few bytes that would decode to gigabytes) or a stitched panorama, before any pixel
+#: is decoded. Pillow's own default limit (refusing above 179 MP) would refuse those 200 MP photos.
+MAX_PIXELS = 1 << 28
+#: Before the last bilinear step an image keeps at least this many times its letterbox's size: JPEGs are decoded at
+#: 1/2, 1/4 or 1/8 scale (Pillow's `draft`) and others reduced by whole factors (`Image.reduce`) only as far as that
+#: allows, so only images at least twice this many times larger than their letterbox are touched. For 3, Pillow's
+#: documentation of `Image.resize` (`reducing_gap`) calls the result indistinguishable from a fair resampling.
+REDUCING_GAP = 3.0
+#: EXIF orientations that turn the image a quarter turn (upright width and height are the stored height and width).
+QUARTER_TURNS = (5, 6, 7, 8)
 
 
 def find_images(inputs: Sequence[Path]) -> list[Path]:
@@ -116,48 +134,123 @@ def check_writable(out: Path) -> None:
         ) from None
 
 
+@dataclass(frozen=True)
+class Picture:
+    """An input as the network sees it, with what its outputs need."""
+
+    rgb: np.ndarray  # (h, w, 3) uint8, upright; shrunk to its letterbox in the network's frame when larger than it
+    size: tuple[int, int]  # (H, W) of the upright image: the size of its outputs
+    frames: int  # frames or pages in the file (animated GIF, multi-page TIFF); the first is the one read
+
+
 def read_rgb(path: Path) -> np.ndarray:
-    """The image at `path` as (H, W, 3) uint8 RGB, upright; `ImageDecodeError` (a DepthcoreError) if it is none.
+    """The image at `path` as (H, W, 3) uint8 RGB, upright, at its full size; `ImageDecodeError` (a DepthcoreError)
+    if it is none, cannot be read or has more than MAX_PIXELS pixels.
 
     EXIF orientation is applied (so H, W are those of the upright image); alpha is dropped (colours kept as stored,
     not blended onto a background); greyscale is repeated into 3 channels and palette images expanded. 16-bit
     greyscale is scaled linearly onto 8 bits, value / 257 rounded (0 -> 0, 65535 -> 255), the whole 16-bit range
     and not the image's own min..max, so that a dark image stays dark; 32-bit integer greyscale is clipped to
     0..65535 first. 16-bit colour PNGs reach us as 8 bits already: Pillow keeps each value's high byte (value // 256).
+    Of an animated or multi-page image, the first frame.
     """
+    with _opened(path) as image:
+        return np.asarray(upright_rgb(image))
+
+
+def read_picture(path: Path) -> Picture:
+    """The image at `path` as `read_rgb` reads it, but no larger than its letterbox in the network's frame
+    (`depthcore.frame.fit_box`), shrunk as `depthcore.frame.to_frame` would (bilinear); `ImageDecodeError` as there.
+
+    A JPEG much larger than its letterbox is decoded at a fraction of its size (at least REDUCING_GAP times the
+    letterbox), so a 48 MP photo never exists in memory at full size; other formats are decoded whole, then shrunk.
+    An image less than 2 * REDUCING_GAP times larger than its letterbox is neither: it gives exactly the frame that
+    `to_frame` makes of `read_rgb`.
+    """
+    with _opened(path) as image:
+        size = _upright_size(image)
+        box = fit_box(*size)
+        shrink = box.height < size[0] or box.width < size[1]
+        if shrink:  # the decoder's own scaling wants the size as stored: (width, height) before turning upright
+            turned = size != (image.height, image.width)
+            wanted = (box.height, box.width) if turned else (box.width, box.height)
+            image.draft(None, tuple(round(side * REDUCING_GAP) for side in wanted))
+        rgb = upright_rgb(image)
+        if shrink:
+            rgb = rgb.resize((box.width, box.height), RESAMPLE, reducing_gap=REDUCING_GAP)
+        return Picture(np.asarray(rgb), size, getattr(image, "n_frames", 1))
+
+
+@contextmanager
+def _opened(path: Path) -> Iterator[Image.Image]:
+    """The image file at `path`, its header read, refused over MAX_PIXELS before any pixel is decoded; in the block
+    Pillow checks frames and tiles against the same limit, and decoding errors become `ImageDecodeError`."""
     try:
-        data = path.read_bytes()
+        file = path.open("rb")
     except OSError as err:
         raise ImageDecodeError(f"{path}: cannot read it ({err.strerror or err})") from None
-    image = open_image(data, str(path))
-    try:
-        image = ImageOps.exif_transpose(image)
-        if image.mode in WIDE_GREY_MODES:
-            wide = np.clip(np.asarray(image, dtype=np.float64), 0, WIDE_GREY_MAX)
-            grey = np.rint(wide / WIDE_TO_8BIT).astype(np.uint8)  # (H, W)
-            return np.repeat(grey[..., None], 3, axis=2)
-        return np.asarray(image.convert("RGB"))
-    except (OSError, ValueError, Image.DecompressionBombError) as err:  # truncated or corrupt pixel data
-        raise ImageDecodeError(f"{path}: cannot decode its pixels ({err})") from None
+    with file:
+        with pixel_limit(None):  # the header only: the size is checked here, with a clearer message than Pillow's
+            image = open_image(file, str(path))
+        width, height = image.size
+        if width * height > MAX_PIXELS:
+            raise ImageDecodeError(
+                f"{path}: {width}x{height} pixels, more than the {MAX_PIXELS} that depthcore predict reads (more than "
+                "any camera takes): shrink it, or cut it into parts"
+            )
+        with pixel_limit(MAX_PIXELS):
+            try:
+                yield image
+            except (OSError, ValueError, Image.DecompressionBombError) as err:  # truncated or corrupt pixel data
+                raise ImageDecodeError(f"{path}: cannot decode its pixels ({err})") from None
 
 
-def encode_outputs(stem: str, rgb: np.ndarray, depth: np.ndarray, camera: Intrinsics | None) -> dict[str, bytes]:
-    """rgb (H, W, 3) uint8, depth (H, W) metres -> {output name: file bytes}; a PLY only with a `camera`."""
+def _upright_size(image: Image.Image) -> tuple[int, int]:
+    """(H, W) of the opened `image` once its EXIF orientation is applied, from its header."""
+    turned = image.getexif().get(ExifTags.Base.Orientation) in QUARTER_TURNS
+    return (image.width, image.height) if turned else (image.height, image.width)
+
+
+def upright_rgb(image: Image.Image) -> Image.Image:
+    """The opened `image` decoded, EXIF orientation applied, as an RGB image (`read_rgb` says how each mode is
+    read)."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in WIDE_GREY_MODES:
+        wide = np.clip(np.asarray(image, dtype=np.float64), 0, WIDE_GREY_MAX)
+        image = Image.fromarray(np.rint(wide / WIDE_TO_8BIT).astype(np.uint8))  # (H, W) 8-bit greyscale
+    return image.convert("RGB")
+
+
+def _full_size(depth: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """depth (h, w) metres -> (H, W) float32 at `size`, bilinear on pixel centres (`depthcore.inference.upsample`)."""
+    if depth.shape == tuple(size):
+        return depth
+    return upsample(torch.from_numpy(depth)[None, None], size)[0, 0].numpy()
+
+
+def _cloud(path: Path, picture: Picture, camera: Intrinsics | None) -> tuple[np.ndarray, Intrinsics]:
+    """The point cloud's colours, rgb (H, W, 3) uint8 (the image read again, at full size), and its camera: `camera`
+    or else `nyu_intrinsics` for the image's size."""
+    return read_rgb(path), camera or nyu_intrinsics(fit_box(*picture.size))
+
+
+def write_outputs(out: Path, stem: str, depth: np.ndarray, cloud: tuple[np.ndarray, Intrinsics] | None) -> None:
+    """Write one image's outputs into `out`, each atomically and freed before the next is made: from depth (H, W)
+    metres, and with `cloud` (rgb (H, W, 3) uint8, camera) a point cloud."""
     depth_name, color_name = output_names(stem, ply=False)
-    files = {depth_name: encode_png(metres_to_mm(depth, stem)), color_name: encode_png(depth_colormap(depth))}
-    if camera is not None:
-        files[stem + PLY_SUFFIX] = ply_bytes(*back_project(depth, rgb, camera))
-    return files
+    _write(out / depth_name, encode_png(metres_to_mm(depth, stem)))
+    _write(out / color_name, encode_png(depth_colormap(depth)))
+    if cloud is not None:
+        rgb, camera = cloud
+        _write(out / (stem + PLY_SUFFIX), ply_bytes(*back_project(depth, rgb, camera)))
 
 
-def write_outputs(out: Path, files: dict[str, bytes]) -> None:
-    """Write each file into `out` atomically."""
-    for name, data in files.items():
-        try:
-            with atomic_path(out / name) as tmp:
-                tmp.write_bytes(data)
-        except OSError as err:
-            raise DepthcoreError(f"cannot write {out / name} ({err.strerror or err})") from None
+def _write(path: Path, data: bytes) -> None:
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data)
+    except OSError as err:
+        raise DepthcoreError(f"cannot write {path} ({err.strerror or err})") from None
 
 
 def predict_files(
@@ -170,21 +263,33 @@ def predict_files(
     reported on stderr and skipped; returns those images.
     """
     failed: list[Path] = []
+
+    def skip(path: Path, err: DepthcoreError) -> None:
+        failed.append(path)
+        progress.write(f"skipped {err}", file=sys.stderr)
+        progress.update()
+
     with bar(total=len(images), desc="predict", unit="image") as progress:
         for start in range(0, len(images), batch_size):
-            batch: list[tuple[Path, np.ndarray]] = []
+            batch: list[tuple[Path, Picture]] = []
             for path in images[start:start + batch_size]:
                 try:
-                    batch.append((path, read_rgb(path)))
-                except DepthcoreError as err:
-                    failed.append(path)
-                    progress.write(f"skipped {err}", file=sys.stderr)
-                    progress.update()
+                    picture = read_picture(path)
+                except ImageDecodeError as err:
+                    skip(path, err)
+                    continue
+                if picture.frames > 1:
+                    progress.write(f"{path}: the first of its {picture.frames} frames is used", file=sys.stderr)
+                batch.append((path, picture))
             if not batch:
                 continue
-            for (path, rgb), depth in zip(batch, predict_images(predictor, [rgb for _, rgb in batch])):
-                here = (camera or nyu_intrinsics(fit_box(*depth.shape))) if ply else None
-                write_outputs(out, encode_outputs(path.stem, rgb, depth, here))
+            for (path, picture), depth in zip(batch, predict_images(predictor, [p.rgb for _, p in batch])):
+                try:  # one image's full-size maps at a time, gone when its outputs are written
+                    write_outputs(out, path.stem, _full_size(depth, picture.size),
+                                  _cloud(path, picture, camera) if ply else None)
+                except ImageDecodeError as err:  # read again for its point cloud, it had changed
+                    skip(path, err)
+                    continue
                 progress.update()
     return failed
 
@@ -237,7 +342,9 @@ def run(args: argparse.Namespace, runtime: Runtime) -> None:
     check_writable(args.out)
     predictor = load_predictor(args.model, runtime)
     failed = predict_files(images, predictor, args.out, args.batch_size, args.ply, camera)
+    onnx = isinstance(predictor, OnnxPredictor)
+    where = "cpu (fp32, onnxruntime)" if onnx else f"{runtime.device} ({runtime.precision})"
     print(f"predicted {len(images) - len(failed)} of {len(images)} images in {time.perf_counter() - start:.1f} s "
-          f"on {runtime.device} ({runtime.precision}); outputs in {args.out}/")
+          f"on {where}; outputs in {args.out}/")
     if failed:
         raise DepthcoreError(f"{len(failed)} of {len(images)} inputs could not be read: {', '.join(map(str, failed))}")

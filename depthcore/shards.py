@@ -18,16 +18,14 @@ The writer and the reader of the format share this module, so that the two canno
 
 Writing streams one image at a time (peak memory does not grow with the number of images), fixes every zip
 timestamp and attribute (identical inputs give byte-identical shards) and builds the whole set in a temporary
-folder next to `out_dir` that replaces it only when complete.
+folder next to `out_dir`, `.<name>.tmp`, that replaces it only when complete (`depthcore.files.atomic_folder`: one
+left by a killed writer is cleared when the next write starts).
 """
 
 from __future__ import annotations
 
 import io
 import json
-import os
-import shutil
-import tempfile
 import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -46,7 +44,7 @@ from depthcore.codec import (
     open_image,
 )
 from depthcore.errors import DepthcoreError
-from depthcore.files import sha256_file
+from depthcore.files import atomic_folder, sha256_file
 
 FORMAT = "depthcore-shards-v2"
 MANIFEST = "manifest.json"
@@ -99,8 +97,6 @@ def write_shards(
     """
     check_int("shard_size", shard_size, 1, _MAX_SHARD_SIZE)
     _check_indices(splits, len(source))
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     manifest: dict[str, Any] = {
         "format": FORMAT,
         "shard_size": shard_size,
@@ -112,16 +108,10 @@ def write_shards(
         "shards": {},
         "provenance": dict(provenance),
     }
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
-    try:
-        tmp.chmod(0o755)  # mkdtemp makes it private; the finished set is an ordinary folder
+    with atomic_folder(out_dir) as tmp:
         for name, indices in splits.items():
             manifest["shards"][name] = _write_split(source, name, indices, _Target(tmp, shard_size, manifest, progress))
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-        _replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return manifest
 
 
@@ -309,14 +299,3 @@ def _verify_shard(path: Path, entry: dict[str, Any]) -> None:
     found = _file_digest(path)["sha256"]
     if found != entry["sha256"]:
         raise ShardError(f"shard {path}: expected SHA-256 {entry['sha256']}, found {found}; {_FIX_HINT}")
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Put the finished folder `new` at `target`, removing what was there only after `new` is in place."""
-    old = None
-    if target.exists():
-        old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
-        os.replace(target, old / target.name)
-    os.replace(new, target)
-    if old is not None:
-        shutil.rmtree(old)

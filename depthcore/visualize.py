@@ -54,7 +54,7 @@ LEGEND_ASPECT = 0.32  # height / width
 LEGEND_MARGIN = 4  # from the image's edges
 LEGEND_TICKS = 3  # intervals between labelled ticks, at most (MaxNLocator's nbins)
 LEGEND_FONT_FRACTION = 0.2  # font size in pixels, as a fraction of the legend's height
-
+COLORIZE_BLOCK = 1 << 20  # pixels coloured at a time (`colorize`)
 
 def value_range(*maps: np.ndarray) -> tuple[float, float]:
     """(min, max) over the finite values of all `maps` (metres); (0, 1) if none is finite; widened by
@@ -69,9 +69,19 @@ def value_range(*maps: np.ndarray) -> tuple[float, float]:
 
 
 def colorize(depth: np.ndarray, vmin: float, vmax: float, cmap: str = DEPTH_CMAP) -> np.ndarray:
-    """depth (H, W) -> (H, W, 3) uint8: vmin..vmax mapped onto `cmap` (clipped outside); non-finite pixels black."""
+    """depth (H, W) -> (H, W, 3) uint8: vmin..vmax mapped onto `cmap` (clipped outside); non-finite pixels black.
+
+    Coloured COLORIZE_BLOCK pixels at a time, so a 48 MP map needs 32 MiB of float64 colours, not 1.5 GB."""
     if not vmax > vmin:
         raise ValueError(f"expected vmax > vmin, got vmin={vmin!r}, vmax={vmax!r}")
+    image = np.empty((*depth.shape, 3), np.uint8)
+    rows = max(1, COLORIZE_BLOCK // max(depth.shape[-1], 1))
+    for top in range(0, depth.shape[0], rows):
+        image[top : top + rows] = _colorize_rows(depth[top : top + rows], vmin, vmax, cmap)
+    return image
+
+
+def _colorize_rows(depth: np.ndarray, vmin: float, vmax: float, cmap: str) -> np.ndarray:
     finite = np.isfinite(depth)
     scaled = np.clip((np.where(finite, depth, vmin) - vmin) / (vmax - vmin), 0.0, 1.0)
     rgb = colormaps[cmap](scaled)[..., :3]  # (H, W, 3) float in [0, 1]

@@ -100,8 +100,14 @@ def test_what_predict_refuses(model):
         model.predict([[0, 0, 0]])
     with pytest.raises(ValueError, match=r"expected rgb of shape \(H, W, 3\), got \(4, 5\)"):
         model.predict(np.zeros((4, 5), np.uint8))
-    with pytest.raises(ValueError, match="expected an 8-bit Pillow image, got mode 'I;16'"):
-        model.predict(Image.fromarray(np.zeros((4, 5), np.uint16)))
+
+
+
+def test_a_pillow_image_is_read_as_its_file_would_be(model, tmp_path):
+    """A 16-bit greyscale image: the API scales it onto 8 bits as `depthcore predict` reads its file."""
+    wide = Image.fromarray(np.arange(48 * 64, dtype=np.uint16).reshape(48, 64) * 21)
+    wide.save(tmp_path / "wide.png")
+    assert np.array_equal(model.predict(wide), model.predict(tmp_path / "wide.png"))
 
 
 def test_load_model_refuses_an_unknown_device(model_file):

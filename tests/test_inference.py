@@ -83,6 +83,9 @@ def test_missing_and_foreign_model_files_are_refused(tmp_path):
     with pytest.raises(ModelFileError) as refused:
         load_model(tmp_path / "random.pt")
     assert "weights_only" not in str(refused.value) and "\n" not in str(refused.value)  # no torch advice, one line
+    (tmp_path / "words.pt").write_text("this is not a model\n" * 10)
+    with pytest.raises(ModelFileError, match=r"words.pt is not a depthcore model file \(not a readable torch archive"):
+        load_model(tmp_path / "words.pt")
     (tmp_path / "empty.pt").write_bytes(b"")
     with pytest.raises(ModelFileError, match=r"empty.pt is empty \(0 bytes\)"):
         load_model(tmp_path / "empty.pt")

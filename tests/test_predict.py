@@ -1,4 +1,5 @@
-"""depthcore predict: each kind of input, outputs at the input's size, the PLY, batching, and every error.
+"""depthcore predict: each kind of input, outputs at the input's size, the PLY, batching, large and hostile images, and
+every error.
 
 Most tests load a stand-in network whose depth is known by hand (`tests.stand_in.RedDepth`) instead of a model
 file; `model_file` tests go through a real saved DenseDepth.
@@ -6,29 +7,35 @@ file; `model_file` tests go through a real saved DenseDepth.
 
 from __future__ import annotations
 
+import io
 import os
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, JpegImagePlugin
 
 import depthcore.predict as predict_module
 from depthcore.cli import main
+from depthcore.codec import metres_to_mm
 from depthcore.device import resolve_runtime
+from depthcore.frame import predict_images
 from depthcore.inference import load_predictor, save_model
 from depthcore.model import DenseDepth, ModelSpec
 from depthcore.pointcloud import VERTEX
-from depthcore.predict import read_rgb
+from depthcore.predict import read_picture, read_rgb
 from tests.helpers import ROOT, make_config
-from tests.stand_in import ramp, red_predictor
+from tests.stand_in import ramp, red_depth, red_predictor
 
 ORIENTATION_TAG = 0x0112  # EXIF Orientation
 ROTATE_90_CW = 6  # EXIF Orientation value: the stored image is displayed rotated 90 degrees clockwise
 CONV3_GAIN, CONV3_BIAS = 20.0, 3.0  # DepthNorm output about 3 +- 0.5: 10 m / 3 = 3.3 m, give or take
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture
@@ -235,6 +242,126 @@ def test_default_camera_in_the_ply(tmp_path, tiny):
     assert vertex["y"] == pytest.approx((10 - 126.1181) * vertex["z"] / 259.7348, rel=1e-5)
 
 
+# ---- large, multi-frame and hostile images --------------------------------------------------------------------------
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A PNG of a few dozen bytes whose header claims width x height 8-bit RGB pixels: a pixel bomb's header (its
+    compressed data holds 100 zero bytes)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # bit depth 8, colour type 2 (RGB), no interlace
+    return PNG_SIGNATURE + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(100))) + chunk(b"IEND", b"")
+
+
+def test_pixel_bombs_and_truncated_files_are_named_and_skipped(tmp_path, tiny, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "bomb.png").write_bytes(_png_claiming(20000, 20000))
+    jpeg = io.BytesIO()
+    Image.fromarray(np.random.default_rng(4).integers(0, 256, (120, 160, 3), dtype=np.uint8)).save(jpeg, format="JPEG")
+    (folder / "cut.jpg").write_bytes(jpeg.getvalue()[:len(jpeg.getvalue()) // 2])  # its header whole, half its pixels
+    Image.fromarray(ramp(30, 40, axis=0)).save(folder / "good.png")
+    pillows_limit = Image.MAX_IMAGE_PIXELS
+    assert _run(folder, "--out", tmp_path / "out") == 2
+    assert Image.MAX_IMAGE_PIXELS == pillows_limit  # as it was
+    assert _files(tmp_path / "out") == ["good_depth.png", "good_depth_color.png"]
+    captured = capsys.readouterr()
+    assert (f"skipped {folder / 'bomb.png'}: 20000x20000 pixels, more than the 268435456 that depthcore predict reads"
+            in captured.err)
+    assert f"skipped {folder / 'cut.jpg'}: cannot decode its pixels" in captured.err
+    assert "predicted 1 of 3 images" in captured.out  # the summary, then the error
+    assert captured.err.strip().splitlines()[-1] == (
+        f"error: 2 of 3 inputs could not be read: {folder / 'bomb.png'}, {folder / 'cut.jpg'}")
+
+
+def test_the_pixel_limit_is_max_pixels_and_not_pillows(tmp_path, tiny, capsys, monkeypatch):
+    """Pillow's own limit (here 100 pixels: it would refuse anything above 200) does not apply; MAX_PIXELS does,
+    to the pixel."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    monkeypatch.setattr(predict_module, "MAX_PIXELS", 30 * 40)
+    Image.fromarray(ramp(30, 40, axis=1)).save(tmp_path / "limit.png")  # 1200 pixels: read
+    Image.fromarray(ramp(30, 41, axis=1)).save(tmp_path / "over.png")  # 1230 pixels: refused
+    assert _run(tmp_path / "limit.png", tmp_path / "over.png", "--out", tmp_path / "out") == 2
+    assert _files(tmp_path / "out") == ["limit_depth.png", "limit_depth_color.png"]
+    assert f"skipped {tmp_path / 'over.png'}: 41x30 pixels, more than the 1200 that" in capsys.readouterr().err
+    assert Image.MAX_IMAGE_PIXELS == 100
+
+
+@pytest.fixture
+def decoded_sizes(monkeypatch) -> list[tuple[int, int]]:
+    """The (width, height) at which each JPEG that predict reads is decoded, after Pillow's draft."""
+    sizes: list[tuple[int, int]] = []
+    draft = JpegImagePlugin.JpegImageFile.draft
+
+    def spy(self, mode, size):
+        result = draft(self, mode, size)
+        sizes.append(self.size)
+        return result
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
+    return sizes
+
+
+def test_a_large_photo_is_shrunk_as_it_is_read_and_its_depth_is_full_size(tmp_path, tiny, decoded_sizes):
+    """A 3840x2880 JPEG, 6 times its 640x480 letterbox: decoded at half size (1920x1440, no less than 3 times the
+    letterbox) and shrunk to the letterbox; its depth map is 3840x2880 and is RedDepth's by hand."""
+    rgb = ramp(2880, 3840, axis=1)
+    Image.fromarray(rgb).save(tmp_path / "big.jpg", quality=95)
+    picture = read_picture(tmp_path / "big.jpg")
+    assert picture.rgb.shape == (480, 640, 3) and picture.size == (2880, 3840) and picture.frames == 1
+    assert decoded_sizes == [(1920, 1440)]
+    assert _run(tmp_path / "big.jpg", "--out", tmp_path / "out") == 0
+    depth = _read_png(tmp_path / "out" / "big_depth.png") / 1000  # (2880, 3840) metres
+    assert depth.shape == (2880, 3840)
+    # JPEG's few levels of red (4 m / 255 each) and, at the left and right edges, half an 8x8 block of the frame
+    np.testing.assert_allclose(depth, red_depth(rgb), atol=0.04)
+    full = predict_images(red_predictor(), [read_rgb(tmp_path / "big.jpg")])[0]  # through the full-size image
+    np.testing.assert_allclose(depth, full, atol=0.005)
+
+
+def test_an_image_within_the_reducing_gap_gives_the_full_size_paths_depth_exactly(tmp_path, tiny, decoded_sizes):
+    """1000x750 is 1.6 times its letterbox: no decoder scaling, and the shrinking is the frame's own resize."""
+    rgb = np.random.default_rng(3).integers(0, 256, (750, 1000, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "mid.jpg")
+    assert _run(tmp_path / "mid.jpg", "--out", tmp_path / "out") == 0
+    assert decoded_sizes == [(1000, 750)]
+    full = predict_images(red_predictor(), [read_rgb(tmp_path / "mid.jpg")])[0]
+    np.testing.assert_array_equal(_read_png(tmp_path / "out" / "mid_depth.png"), metres_to_mm(full, "mid"))
+
+
+def test_a_turned_large_jpeg_is_decoded_small_and_read_upright(tmp_path, tiny, decoded_sizes):
+    """Stored 2880 wide, 2160 high, left half red, shown turned clockwise: upright 2160 wide, 2880 high, red on top.
+    Its letterbox is 360x480, so the decoder must be asked for 1440x1080 as stored (half size) for the upright
+    1080x1440: asked the other way round it could not scale at all."""
+    stored = np.zeros((2160, 2880, 3), np.uint8)
+    stored[:, :1440, 0] = 255
+    stored[:, 1440:, 2] = 255
+    exif = Image.Exif()
+    exif[ORIENTATION_TAG] = ROTATE_90_CW
+    Image.fromarray(stored).save(tmp_path / "turned.jpg", exif=exif, quality=95)
+    picture = read_picture(tmp_path / "turned.jpg")
+    assert picture.size == (2880, 2160) and picture.rgb.shape == (480, 360, 3)
+    assert decoded_sizes == [(1440, 1080)]
+    assert _run(tmp_path / "turned.jpg", "--out", tmp_path / "out") == 0
+    depth = _read_png(tmp_path / "out" / "turned_depth.png") / 1000  # (2880, 2160) metres
+    assert depth.shape == (2880, 2160)
+    np.testing.assert_allclose(depth[:1300], 5.0, atol=0.05)  # red: 1 + 4 m
+    np.testing.assert_allclose(depth[1580:], 1.0, atol=0.05)  # no red
+
+
+def test_the_first_frame_of_an_animated_or_multi_page_image_is_used_and_said(tmp_path, tiny, capsys):
+    frames = [Image.fromarray(np.full((30, 40, 3), (red, 0, 0), np.uint8)) for red in (255, 0, 128)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=100)
+    frames[0].save(tmp_path / "pages.tif", save_all=True, append_images=frames[1:2])
+    assert _run(tmp_path / "anim.gif", tmp_path / "pages.tif", "--out", tmp_path / "out") == 0
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'anim.gif'}: the first of its 3 frames is used" in err
+    assert f"{tmp_path / 'pages.tif'}: the first of its 2 frames is used" in err
+    for stem in ("anim", "pages"):
+        assert (_read_png(tmp_path / "out" / f"{stem}_depth.png") == 5000).all()  # red 255: 1 + 4 m, frame 1's
+
+
 # ---- errors -----------------------------------------------------------------------------------------------------
 
 def _error(capsys) -> str:
@@ -262,6 +389,23 @@ def test_no_model_file(tmp_path, capsys):
     message = _error(capsys)
     assert message.startswith(f"error: no model file at {tmp_path / 'none.pt'}")
     assert "dvc repro" in message and "--model" in message
+    assert _files(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes(),
+         "is not a depthcore model file (not a readable torch archive)"),
+        (b"", "is empty (0 bytes), not a depthcore model file"),
+    ],
+)
+def test_model_file_of_random_bytes_or_empty(tmp_path, capsys, content, message):
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(tmp_path / "a.png")
+    (tmp_path / "m.pt").write_bytes(content)
+    assert _run(tmp_path / "a.png", "--out", tmp_path / "out", "--model", tmp_path / "m.pt") == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path / 'm.pt'} {message}") and err.count("\n") == 1
     assert _files(tmp_path / "out") == []
 
 

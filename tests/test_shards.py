@@ -9,7 +9,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from depthcore.codec import encode_png
+from depthcore.codec import encode_png, metres_to_mm
 from depthcore.shards import (
     Sample,
     ShardError,
@@ -254,3 +254,11 @@ def test_a_member_of_another_size_is_refused(tmp_path):
     with pytest.raises(ValueError, match=rf"source image 2: expected rgb of {H}x{W} pixels .* of {H}x{W + 1}"):
         write_shards(Odd(), {"train": np.arange(4)}, tmp_path / "s", shard_size=2, provenance={})
     assert not (tmp_path / "s").exists()
+
+
+def test_depth_to_millimetres_a_block_of_rows_at_a_time():
+    """metres_to_mm converts a wide map one row per block (2^20 pixels a block): every row lands in its place."""
+    width = (1 << 19) + 1  # one row per block
+    rows, cols = np.mgrid[0:5, 0:width]
+    depth = (rows + (cols % 7) / 1000).astype(np.float32)  # row r, column c: r m + (c mod 7) mm
+    np.testing.assert_array_equal(metres_to_mm(depth, "wide"), 1000 * rows + cols % 7)
