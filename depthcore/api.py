@@ -9,8 +9,8 @@
 the file read by `depthcore.predict.read_rgb` (EXIF orientation applied, 16-bit greyscale scaled onto 8 bits), the
 image letterboxed into the 480x640 frame and back (`depthcore.frame.predict_images`), the model loaded by
 `depthcore.inference.load_predictor` on the device and precision asked for (auto: as the command chooses). A Pillow
-image is taken as it is in memory (no EXIF rotation), converted to RGB. hubconf.py's `densedepth` entry
-(`torch.hub.load`) returns the same object.
+image is read as its file would be (`depthcore.predict.upright_rgb`: EXIF orientation, 16-bit greyscale).
+hubconf.py's `densedepth` entry (`torch.hub.load`) returns the same object.
 """
 
 from __future__ import annotations
