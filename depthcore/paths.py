@@ -8,6 +8,7 @@ PARAMS = Path("params.yaml")
 SOURCE_DIR = Path("data/source")  # the download stage's output: the source's one file (depthcore.sources)
 SPLITS = Path("data/splits.json")  # the indices of each split, as used
 SHARDS = Path("data/shards")
+INIT_RECORD = Path("models/init.json")  # which file model.init names and its SHA-256: the train stage's dep on it
 MODEL = Path("models/model.pt")  # final weights with the resolved config and the epochs trained
 CHECKPOINT = Path("models/checkpoint.pt")  # for resuming; not a DVC output (git-ignored, kept across reruns)
 TRAIN_LOG = Path("dvclive")  # dvclive: train/val loss per epoch, the validation grid and the loss curves

@@ -40,6 +40,7 @@ from depthcore.data import LoaderOptions, ShardDataset, make_loader, resolve_num
 from depthcore.device import Runtime, resolve_runtime
 from depthcore.distributed import Dist
 from depthcore.errors import DepthcoreError
+from depthcore.files import sha256_file
 from depthcore.inference import ModelFileError, Predictor, load_any_model, prepare, save_model
 from depthcore.loss import DepthLoss
 from depthcore.model import DenseDepth, ModelSpec
@@ -162,7 +163,7 @@ def validation_loss(run: Run, net: torch.nn.Module) -> float:
 
 def fingerprint(config: Config, manifest: dict, world_size: int, code_dir: Path = PACKAGE_DIR) -> str:
     """SHA-256 of what determines the trained weights: params (less NOT_FINGERPRINTED), the number of processes
-    (the global batch), shards and training code.
+    (the global batch), shards, training code, and the contents of the file `model.init` names, if any.
 
     `train.epochs` counts too when the learning-rate schedule spans the run (a cosine, or any warm-up, whose length
     is a share of all steps). The code is the TRAINING_CODE modules' files in `code_dir`, so that a fix to, say, the
@@ -177,6 +178,8 @@ def fingerprint(config: Config, manifest: dict, world_size: int, code_dir: Path 
                 params[section].pop(key)
     code = {name: hashlib.sha256((code_dir / f"{name}.py").read_bytes()).hexdigest() for name in TRAINING_CODE}
     blob = {"params": params, "world_size": world_size, "shards": manifest["shards"], "code": code}
+    if config.model.init:  # the starting weights: another file under the same name must not resume this run
+        blob["init"] = sha256_file(config.model.init)
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
 
 

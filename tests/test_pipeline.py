@@ -303,6 +303,14 @@ def test_a_given_model_is_evaluated_on_the_zip_without_training(tmp_path):
     assert info["notes"] == {}  # the zip's test pairs are NYU's official test images: comparable under densedepth
     comparison = (repo / "metrics/comparison.md").read_text()
     assert "released model nyu.h5, the authors' re-evaluation" in comparison
+    # another file under the same name: DVC sees its new SHA-256 (models/init.json) and runs train again
+    torch.manual_seed(1)
+    other = DenseDepth.from_spec(keras_spec("half", "corners"))
+    save_model(tmp_path / "released.pt", other, keras_spec("half", "corners"), config=None, epochs=0, origin="test")
+    out = dvc("repro", cwd=repo)
+    assert "Running stage 'train'" in out
+    saved = torch.load(repo / "models/model.pt", weights_only=True)
+    assert all(torch.equal(saved["model"][k], v) for k, v in other.state_dict().items())
 
 
 def test_a_bad_param_stops_a_stage_with_one_line(tmp_path):
@@ -314,3 +322,13 @@ def test_a_bad_param_stops_a_stage_with_one_line(tmp_path):
     assert done.stderr.strip() == (
         "error: model.downsample: expected a boolean (true or false), got 'maybe' (str)"
     )
+
+
+def test_a_missing_model_init_file_stops_the_init_stage_with_one_line(tmp_path):
+    (tmp_path / "params.yaml").write_text(
+        (ROOT / "params.yaml").read_text().replace('init: ""', 'init: "nowhere/nyu.h5"')
+    )
+    done = run([sys.executable, str(ROOT / "stages/init.py")], tmp_path, ok=False)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert done.stderr.startswith("error: model.init: expected a model file at nowhere/nyu.h5, found none")
+    assert not (tmp_path / "models").exists()

@@ -171,6 +171,15 @@ def test_fingerprint_covers_the_training_code_only(tmp_path, tiny_shards):
     assert fingerprint(config, manifest, 1, code) != original
 
 
+def test_the_file_model_init_names_counts_in_the_fingerprint_by_its_contents(tmp_path, tiny_shards):
+    manifest, start = read_manifest(tiny_shards), tmp_path / "start.pt"
+    config = tiny_train_config(**{"model.init": str(start)})
+    start.write_bytes(b"weights, first version")
+    first = fingerprint(config, manifest, 1)
+    start.write_bytes(b"weights, second version")  # same name, other contents: a checkpoint of the first is stale
+    assert fingerprint(config, manifest, 1) != first
+
+
 def test_epochs_count_in_the_fingerprint_only_when_the_schedule_spans_them(tiny_shards):
     manifest = read_manifest(tiny_shards)
 
