@@ -147,25 +147,30 @@ def teardown(info: Dist) -> None:
         dist.destroy_process_group()
 
 
-def resolve_nproc(value: int | str) -> int:
-    """`train.nproc` as a number of processes: an integer >= 1, or `auto` = every visible CUDA device (1 without)."""
+def resolve_nproc(value: int | str, device_type: str = "cpu") -> int:
+    """`train.nproc` as a number of processes: an integer >= 1, or `auto` = every visible CUDA device (1 without).
+    On `device_type` cuda each process takes a GPU of its own, so more processes than visible GPUs are refused."""
     if value == "auto":
         return max(torch.cuda.device_count(), 1)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:  # not check_int: `auto` is allowed too
         raise ConfigError(f"train.nproc: expected an integer >= 1 or auto, got {value!r}")
+    if device_type == "cuda" and value > torch.cuda.device_count():
+        raise ConfigError(f"train.nproc: expected at most the {torch.cuda.device_count()} GPU(s) visible here, one a "
+                          f"process, got {value}; lower it or use auto")
     return value
 
 
-def relaunch(nproc: int | str, script: str | Path) -> None:
+def relaunch(nproc: int | str, script: str | Path, device_type: str = "cpu") -> None:
     """Replace this process with `torchrun --standalone --nproc-per-node=N script` when `nproc` (`train.nproc`) means
-    N > 1 processes here and this process is not already one of a launch; otherwise return at once.
+    N > 1 processes here (on `device_type`, `resolve_nproc`) and this process is not already one of a launch;
+    otherwise return at once.
 
     The command is printed first. The process is replaced (exec), not wrapped: whoever started it (DVC) waits for
     torchrun and gets its exit status, and a kill reaches torchrun.
     """
     if "RANK" in os.environ:
         return
-    count = resolve_nproc(nproc)
+    count = resolve_nproc(nproc, device_type)
     if count == 1:
         return
     args = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={count}", str(script)]

@@ -188,7 +188,8 @@ class DenseDepth(nn.Module):
         x = self.conv2(F.relu(bottleneck))  # (B, 1664 or 832, H'/32, W'/32)
         for block, skip in zip(self.up, skips):
             x = block(x, skip)
-        return self.conv3(x)  # (B, 1, H'/2, W'/2)
+        with torch.autocast(x.device.type, enabled=False):  # the output in fp32: bf16 would round it in 0.4 % steps
+            return self.conv3(x.float())  # (B, 1, H'/2, W'/2)
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,9 @@ from depthcore.visualize import loss_curves
 
 def main() -> None:
     config = load_config()
-    distributed.relaunch(config.train.nproc, __file__)
-    info = distributed.setup(resolve_device(config.train.device).type)
+    device_type = resolve_device(config.train.device).type
+    distributed.relaunch(config.train.nproc, __file__, device_type)
+    info = distributed.setup(device_type)
     try:
         if not info.is_main:
             fit(config, TrainFiles(), lambda record, grid: None, info)

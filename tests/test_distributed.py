@@ -52,6 +52,15 @@ def test_nproc_auto_is_every_gpu_or_one(monkeypatch):
             resolve_nproc(bad)
 
 
+def test_more_cuda_processes_than_gpus_are_refused_in_one_line(monkeypatch):
+    """Each CUDA process takes a GPU of its own ("invalid device ordinal" otherwise); gloo on the CPU has no limit."""
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_nproc(2, "cuda") == 2 and resolve_nproc(8, "cpu") == 8
+    with pytest.raises(ConfigError, match=r"^train.nproc: expected at most the 2 GPU\(s\) visible here, one a process, "
+                                          r"got 3; lower it or use auto$"):
+        resolve_nproc(3, "cuda")
+
+
 def test_relaunch_starts_torchrun_only_for_several_processes(monkeypatch, capsys):
     calls = []
     monkeypatch.setattr(os, "execv", lambda path, argv: calls.append((path, argv)))

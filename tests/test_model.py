@@ -287,3 +287,16 @@ def test_imagenet_normalisation_only_with_pretrained_weights(tmp_path, monkeypat
 
 def test_output_stride():
     assert output_stride(True) == 8 and output_stride(False) == 2
+
+
+def test_the_last_convolution_runs_in_fp32_under_bf16_autocast():
+    """bf16 would round the output to 0.4 % steps (8 bits of mantissa); CONV3 sees the decoder's features in fp32."""
+    torch.manual_seed(0)
+    model = DenseDepth(downsample=True).eval()
+    features = []
+    model.conv3.register_forward_pre_hook(lambda module, inputs: features.append(inputs[0]))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(torch.rand(1, 3, 128, 128))
+    assert out.dtype == torch.float32 and features[0].dtype == torch.float32
+    expected = torch.nn.functional.conv2d(features[0], model.conv3.weight, model.conv3.bias, padding=1)  # by hand
+    assert torch.equal(out, expected)
