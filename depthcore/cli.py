@@ -1,7 +1,7 @@
 """The `depthcore` command (also `python -m depthcore`):
 
     depthcore predict IMAGE_OR_DIR... [--model models/model.pt] [--out predictions/] [options]
-    depthcore import-keras NYU_H5 [--out models/released.pt] [--upsampling corners]
+    depthcore import-keras NYU_H5 [--out init/released.pt] [--upsampling corners]
     depthcore evaluate --rgbd DIR [--model models/model.pt] [--out rgbd_eval.json] [--min-depth 0.1] [--max-depth 10]
     depthcore export MODEL --onnx model.onnx
 
@@ -23,9 +23,10 @@ from depthcore.device import PRECISIONS, Runtime, resolve_runtime
 from depthcore.errors import DepthcoreError, run_main
 from depthcore.inference import save_model
 from depthcore.model import UPSAMPLING
+from depthcore.paths import INIT_DIR
 
 DEFAULT_MODEL = Path("models/model.pt")
-DEFAULT_RELEASED = Path("models/released.pt")
+DEFAULT_RELEASED = INIT_DIR / "released.pt"  # where model.init may name it
 DEVICES = ("auto", "cpu", "cuda", "mps")
 CHANNELS_LAST = True  # the memory format train.channels_last defaults to
 

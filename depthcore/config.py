@@ -22,6 +22,7 @@ import yaml
 
 from depthcore.errors import DepthcoreError
 from depthcore.nyu import NYU_NUM_IMAGES, OFFICIAL_TRAIN_COUNT
+from depthcore.paths import INIT_DIR
 
 
 class ConfigError(DepthcoreError, ValueError):
@@ -39,6 +40,11 @@ class Rule:
 def _ruled(expected: str, holds: Callable[[Any], bool]) -> Any:
     """A dataclass field (no default) whose converted value `build` checks against `Rule(expected, holds)`."""
     return dataclasses.field(metadata={"rule": Rule(expected, holds)})
+
+
+def _under_init_dir(path: Path) -> bool:
+    """Whether `path` is a relative path inside INIT_DIR (no `..` to leave it)."""
+    return not path.is_absolute() and path.parts[:1] == INIT_DIR.parts and ".." not in path.parts and path != INIT_DIR
 
 
 def _integer(minimum: int, *, also: tuple[Any, ...] = ()) -> Any:
@@ -192,7 +198,10 @@ class ModelConfig:
     upsampling: Literal["corners", "half_pixel"]  # decoder's bilinear resize: align_corners=True, or half-pixel (TF2)
     pretrained: bool  # ImageNet weights for the DenseNet-169 encoder
     freeze_encoder: bool  # with pretrained weights, train the decoder only
-    init: str  # a model file to start from (depthcore .pt or the authors' Keras .h5); "" = `pretrained`'s weights
+    init: str = _ruled(  # a model file to start from (depthcore .pt or the authors' Keras .h5) in init/; "" = none
+        f'"" or a file under {INIT_DIR}/ (the folder DVC hashes for the train stage: copy or link the file there)',
+        lambda v: v == "" or _under_init_dir(Path(v)),
+    )
 
 
 @dataclass(frozen=True)

@@ -225,8 +225,14 @@ def test_values_at_the_edges_of_their_range_are_accepted(overrides):
 
 
 def test_epochs_zero_is_accepted_with_a_model_to_evaluate():
-    config = make_config(**{"train.epochs": 0, "model.init": "models/nyu.h5"})
-    assert (config.train.epochs, config.model.init) == (0, "models/nyu.h5")
+    config = make_config(**{"train.epochs": 0, "model.init": "init/nyu.h5"})
+    assert (config.train.epochs, config.model.init) == (0, "init/nyu.h5")
+
+
+@pytest.mark.parametrize("outside", ["/data/nyu.h5", "models/nyu.h5", "init/../nyu.h5", "init"])
+def test_model_init_names_a_file_in_the_folder_dvc_hashes(outside):
+    with pytest.raises(ConfigError, match=r'^model.init: expected "" or a file under init/ \(the folder DVC hashes'):
+        make_config(**{"model.init": outside})
 
 
 @pytest.mark.parametrize("num_images", range(1, 41))

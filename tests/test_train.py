@@ -5,6 +5,7 @@ learning is checked on the real DenseDepth."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -171,8 +172,10 @@ def test_fingerprint_covers_the_training_code_only(tmp_path, tiny_shards):
     assert fingerprint(config, manifest, 1, code) != original
 
 
-def test_the_file_model_init_names_counts_in_the_fingerprint_by_its_contents(tmp_path, tiny_shards):
-    manifest, start = read_manifest(tiny_shards), tmp_path / "start.pt"
+def test_the_file_model_init_names_counts_in_the_fingerprint_by_its_contents(tmp_path, tiny_shards, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # model.init is relative to the repository root: a file in init/
+    manifest, start = read_manifest(tiny_shards), Path("init/start.pt")
+    start.parent.mkdir()
     config = tiny_train_config(**{"model.init": str(start)})
     start.write_bytes(b"weights, first version")
     first = fingerprint(config, manifest, 1)
@@ -206,7 +209,8 @@ def test_more_epochs_continue_a_finished_run(tmp_path, tiny_shards, monkeypatch)
 
 def test_epochs_zero_validates_and_saves_the_starting_model_without_a_step(tmp_path, tiny_shards, monkeypatch):
     """model.init with train.epochs 0: the given model is validated, shown and saved as it is."""
-    start = tmp_path / "start.pt"
+    monkeypatch.chdir(tmp_path)  # model.init is relative to the repository root: a file in init/
+    start = Path("init/start.pt")
     config = tiny_train_config(**{"train.epochs": 0, "model.init": str(start)})
     model, spec = tiny_model(config)
     save_model(start, model, spec, config=None, epochs=0, origin="a test")
@@ -221,10 +225,10 @@ def test_epochs_zero_validates_and_saves_the_starting_model_without_a_step(tmp_p
 
 
 def test_model_init_of_another_network_is_refused_in_one_line(tmp_path, tiny_shards, monkeypatch):
-    config = tiny_train_config(**{"train.epochs": 0, "model.init": "released.pt", "model.downsample": True})
+    config = tiny_train_config(**{"train.epochs": 0, "model.init": "init/released.pt", "model.downsample": True})
     other = ModelSpec.from_config(tiny_train_config(**{"model.downsample": False}))
     monkeypatch.setattr(train_module, "load_any_model", lambda path: (None, other, "a test"))
-    with pytest.raises(ModelFileError, match=r"model.init released.pt is another network than params.yaml's "
+    with pytest.raises(ModelFileError, match=r"model.init init/released.pt is another network than params.yaml's "
                                              r"\(model.downsample: trained with False, params.yaml says True\)"):
         train_module.build_model(config)
 
