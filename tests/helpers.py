@@ -74,6 +74,17 @@ def tiny_train_config(**overrides) -> Config:
     return make_config(**{**settings, **overrides})
 
 
+def depthcore_status(*args: str | Path) -> int:
+    """`depthcore ARGS` in this process (`depthcore.cli.main`) -> its exit status."""
+    from depthcore.cli import main  # the whole command, torch included: only the tests that run it pay the import
+
+    try:
+        main([str(arg) for arg in args])
+    except SystemExit as exit_:
+        return exit_.code
+    return 0
+
+
 def module_names(dotted: str) -> set[str]:
     """The package files that importing `dotted` runs, as paths under depthcore/ without ".py": the module and the
     `__init__` of every subpackage on the way ("depthcore.sources.nyu_mat" -> sources/__init__, sources/nyu_mat).

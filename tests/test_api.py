@@ -23,11 +23,10 @@ import yaml
 from PIL import Image
 
 from depthcore.api import DepthModel
-from depthcore.cli import main
 from depthcore.inference import load_model as load_network
 from depthcore.inference import save_model
 from depthcore.model import DenseDepth, ModelSpec
-from tests.helpers import ROOT, import_closure, make_config
+from tests.helpers import ROOT, depthcore_status, import_closure, make_config
 from tests.test_pipeline import commit, dvc, make_repo, run
 
 CONV3_GAIN, CONV3_BIAS = 20.0, 3.0  # DepthNorm output about 3 +- 0.5: 10 m / 3 = 3.3 m, give or take
@@ -35,13 +34,6 @@ MAX_DEPTH_M, DEPTHNORM_RANGE = 10.0, (1.0, 100.0)  # params.yaml's loss: DepthNo
 ARTIFACT = "densedepth"
 
 
-def main_status(*args: str | Path) -> int:
-    """`depthcore ARGS` in this process -> exit status."""
-    try:
-        main([str(arg) for arg in args])
-    except SystemExit as exit_:
-        return exit_.code
-    return 0
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +81,7 @@ def test_a_path_a_pillow_image_and_an_array_give_the_same_depth(model, tmp_path,
     np.testing.assert_array_equal(model.predict(Image.open(tmp_path / "cat.png")), from_path)
     np.testing.assert_array_equal(model.predict(rgb), from_path)
 
-    assert main_status("predict", tmp_path / "cat.png", "--model", model.path, "--out", tmp_path / "out",
+    assert depthcore_status("predict", tmp_path / "cat.png", "--model", model.path, "--out", tmp_path / "out",
                        "--device", "cpu", "--precision", "fp32") == 0
     mm = np.asarray(Image.open(tmp_path / "out" / "cat_depth.png")).astype(np.int64)
     assert np.abs(mm - np.rint(from_path * 1000)).max() <= 1  # rounding at the half millimetre aside

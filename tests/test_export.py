@@ -20,14 +20,13 @@ import torch
 from PIL import Image
 
 import depthcore.export as export_module
-from depthcore.cli import main
 from depthcore.device import resolve_runtime
 from depthcore.errors import DepthcoreError
 from depthcore.export import export_onnx
 from depthcore.frame import predict_images
 from depthcore.inference import ModelFileError, load_model, load_predictor, save_model
 from depthcore.model import DenseDepth, ModelSpec
-from tests.helpers import TinyDepthNet, make_config
+from tests.helpers import TinyDepthNet, depthcore_status, make_config
 
 # torch warns that its TorchScript-based exporter is deprecated: depthcore/export.py says why it uses it.
 pytestmark = [pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript-based ONNX export"),
@@ -54,13 +53,6 @@ def save_random_model(path: Path, downsample: bool, decoder: str) -> Path:
     return path
 
 
-def _cli(*args: str | Path) -> int:
-    """`depthcore ARGS` in this process -> exit status."""
-    try:
-        main([str(arg) for arg in args])
-    except SystemExit as exit_:
-        return exit_.code
-    return 0
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +61,7 @@ def exported(request, tmp_path_factory) -> tuple[Path, Path, tuple[bool, str]]:
     parametrized with (indirectly), written once for the module."""
     folder = tmp_path_factory.mktemp("export")
     model = save_random_model(folder / "model.pt", *request.param)
-    assert _cli("export", model, "--onnx", folder / "model.onnx") == 0
+    assert depthcore_status("export", model, "--onnx", folder / "model.onnx") == 0
     return model, folder / "model.onnx", request.param
 
 
@@ -131,7 +123,7 @@ def test_predict_through_onnx_equals_predict_through_the_model_file(exported, tm
 
     Image.fromarray(rgb).save(tmp_path / "cat.png")
     for model, out in ((onnx_file, "onnx"), (model_file, "torch")):
-        assert _cli("predict", tmp_path / "cat.png", "--model", model, "--out", tmp_path / out,
+        assert depthcore_status("predict", tmp_path / "cat.png", "--model", model, "--out", tmp_path / out,
                     "--device", "cpu", "--precision", "fp32") == 0
     mm = [np.asarray(Image.open(tmp_path / out / "cat_depth.png")).astype(int) for out in ("onnx", "torch")]
     assert np.abs(mm[0] - mm[1]).max() <= 1  # the same metres, rounded to millimetres
@@ -144,12 +136,12 @@ def _error(capsys) -> str:
 
 
 def test_export_refuses_an_output_without_the_onnx_suffix(tmp_path, capsys):
-    assert _cli("export", tmp_path / "any.pt", "--onnx", tmp_path / "model.pt") == 2
+    assert depthcore_status("export", tmp_path / "any.pt", "--onnx", tmp_path / "model.pt") == 2
     assert _error(capsys) == f"error: expected --onnx to end in .onnx, got {tmp_path / 'model.pt'}"
 
 
 def test_export_of_a_missing_model_writes_nothing(tmp_path, capsys):
-    assert _cli("export", tmp_path / "none.pt", "--onnx", tmp_path / "model.onnx") == 2
+    assert depthcore_status("export", tmp_path / "none.pt", "--onnx", tmp_path / "model.onnx") == 2
     assert _error(capsys).startswith(f"error: no model file at {tmp_path / 'none.pt'}")
     assert list(tmp_path.iterdir()) == []
 

@@ -23,8 +23,8 @@ import skimage.transform
 import torch
 from PIL import Image
 
-from depthcore.cli import main
 from depthcore.keras_import import KERAS_BN_EPS, KerasImportError, convert_keras
+from tests.helpers import depthcore_status
 
 os.environ["KERAS_BACKEND"] = "torch"  # before keras is imported: Keras 3 on PyTorch, no TensorFlow
 import keras  # noqa: E402
@@ -375,13 +375,6 @@ def test_rejects_an_unknown_upsampling(built):
         convert_keras(built.half, upsampling="nearest")
 
 
-def _cli(*args: str | Path) -> int:
-    """`depthcore ARGS` in this process -> exit status."""
-    try:
-        main([str(arg) for arg in args])
-    except SystemExit as exit_:
-        return exit_.code
-    return 0
 
 
 def test_import_keras_then_predict_at_the_photos_own_size(built, tmp_path, capsys):
@@ -389,13 +382,15 @@ def test_import_keras_then_predict_at_the_photos_own_size(built, tmp_path, capsy
     another size than the network's input: the depth map comes back at the photograph's size."""
     keras2 = edited(built, tmp_path, _to_keras2)
     out = tmp_path / "released.pt"
-    assert _cli("import-keras", keras2, "--out", out) == 0
+    assert depthcore_status("import-keras", keras2, "--out", out) == 0
     assert f"wrote {out}: imported from edited.h5 (Keras 2.2.4, half decoder" in capsys.readouterr().out
     record = torch.load(out, weights_only=True)
     assert record["config"] is None and record["spec"]["upsampling"] == "corners" and record["epochs"] == 0
     photo = (skimage.data.coffee()[::4, ::4]).copy()  # (100, 150, 3): a real photograph, neither 480x640 nor 4:3
     Image.fromarray(photo).save(tmp_path / "coffee.png")
-    assert _cli("predict", tmp_path / "coffee.png", "--model", out, "--out", tmp_path / "pred", "--device", "cpu") == 0
+    predicted = depthcore_status("predict", tmp_path / "coffee.png", "--model", out, "--out", tmp_path / "pred",
+                                 "--device", "cpu")
+    assert predicted == 0
     depth = np.asarray(Image.open(tmp_path / "pred" / "coffee_depth.png"))
     assert depth.shape == photo.shape[:2] and depth.dtype == np.uint16
     assert 100 <= depth.min() and depth.max() <= 10_000  # millimetres within DepthNorm's clamp, [0.1, 10] m
@@ -404,7 +399,7 @@ def test_import_keras_then_predict_at_the_photos_own_size(built, tmp_path, capsy
 def test_import_keras_refusal_is_one_line_and_writes_nothing(built, tmp_path, capsys):
     classifier = edited(built, tmp_path, _classifier)
     out = tmp_path / "models" / "released.pt"
-    assert _cli("import-keras", classifier, "--out", out) == 2
+    assert depthcore_status("import-keras", classifier, "--out", out) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "conv2" in err
     assert not out.parent.exists()

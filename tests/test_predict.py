@@ -13,6 +13,7 @@ import struct
 import subprocess
 import sys
 import zlib
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +30,10 @@ from depthcore.inference import load_predictor, save_model
 from depthcore.model import DenseDepth, ModelSpec
 from depthcore.pointcloud import VERTEX
 from depthcore.predict import read_picture, read_rgb
-from tests.helpers import ROOT, make_config
+from tests.helpers import ROOT, depthcore_status, make_config
 from tests.stand_in import ramp, red_depth, red_predictor
+
+_run = partial(depthcore_status, "predict")  # `depthcore predict ARGS` in this process -> exit status
 
 ORIENTATION_TAG = 0x0112  # EXIF Orientation
 ROTATE_90_CW = 6  # EXIF Orientation value: the stored image is displayed rotated 90 degrees clockwise
@@ -70,13 +73,6 @@ def model_file(tmp_path_factory) -> Path:
     return path
 
 
-def _run(*args: str | Path) -> int:
-    """`depthcore predict ARGS` in this process -> exit status."""
-    try:
-        main(["predict", *map(str, args)])
-    except SystemExit as exit_:
-        return exit_.code
-    return 0
 
 
 def _read_png(path: Path) -> np.ndarray:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +18,13 @@ import pytest
 from PIL import Image
 
 import depthcore.rgbd as rgbd
-from depthcore.cli import main
 from depthcore.frame import predict_images
 from depthcore.metrics import depth_errors, edge_f1, ssim_metric
 from depthcore.rgbd import METHODS, Pair, RgbdEvaluation, fill_holes, fit_scale_shift, median_scale
-from tests.helpers import ROOT
+from tests.helpers import ROOT, depthcore_status
 from tests.stand_in import ramp, red_predictor
+
+_run = partial(depthcore_status, "evaluate")  # `depthcore evaluate ARGS` in this process -> exit status
 
 VALID_RANGE = (0.1, 10.0)  # the command's default --min-depth, --max-depth
 H, W = 48, 64  # 4:3, so the letterbox is the whole frame
@@ -52,13 +54,6 @@ def _write_pair(folder: Path, name: str, rgb: np.ndarray, depth: np.ndarray | No
         Image.fromarray(depth).save(folder / f"{name}_depth.png")
 
 
-def _run(*args: str | Path) -> int:
-    """`depthcore evaluate ARGS` in this process -> exit status."""
-    try:
-        main(["evaluate", *map(str, args)])
-    except SystemExit as exit_:
-        return exit_.code
-    return 0
 
 
 @pytest.fixture
