@@ -50,7 +50,7 @@ class DepthModel:
 
     def __repr__(self) -> str:
         runtime = self.predictor.runtime
-        return f"DepthModel({str(self.path)!r} on {runtime.device} ({runtime.precision}))"
+        return f"DepthModel({str(self.path)!r} on {runtime})"
 
 
 def load_model(path: str | Path, *, device: str = "auto", precision: str = "auto") -> DepthModel:

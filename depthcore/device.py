@@ -27,6 +27,10 @@ class Runtime:
     def precision(self) -> str:
         return next(name for name, dtype in PRECISIONS.items() if dtype == self.dtype)
 
+    def __str__(self) -> str:
+        """How logs name it: "cpu (bf16)", with the note after a semicolon when there is one."""
+        return f"{self.device} ({self.precision}{'; ' + self.note if self.note else ''})"
+
     def autocast(self) -> torch.autocast:
         """Autocast to `dtype` on this device; for fp32, autocast switched off (also inside an enclosing region)."""
         if self.dtype is None:

@@ -48,7 +48,7 @@ from depthcore.device import Runtime
 from depthcore.errors import DepthcoreError
 from depthcore.files import atomic_path
 from depthcore.frame import RESAMPLE, fit_box, nyu_intrinsics, predict_images
-from depthcore.inference import OnnxPredictor, Predictor, load_predictor, upsample
+from depthcore.inference import Predictor, load_predictor, upsample
 from depthcore.pointcloud import Intrinsics, back_project, ply_bytes
 from depthcore.progress import bar
 from depthcore.visualize import depth_colormap
@@ -342,9 +342,7 @@ def run(args: argparse.Namespace, runtime: Runtime) -> None:
     check_writable(args.out)
     predictor = load_predictor(args.model, runtime)
     failed = predict_files(images, predictor, args.out, args.batch_size, args.ply, camera)
-    onnx = isinstance(predictor, OnnxPredictor)
-    where = "cpu (fp32, onnxruntime)" if onnx else f"{runtime.device} ({runtime.precision})"
     print(f"predicted {len(images) - len(failed)} of {len(images)} images in {time.perf_counter() - start:.1f} s "
-          f"on {where}; outputs in {args.out}/")
+          f"on {predictor.runtime}; outputs in {args.out}/")  # an ONNX model's runtime is its own
     if failed:
         raise DepthcoreError(f"{len(failed)} of {len(images)} inputs could not be read: {', '.join(map(str, failed))}")

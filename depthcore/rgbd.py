@@ -337,7 +337,7 @@ def run(args: argparse.Namespace, runtime: Runtime) -> None:
     predictor = load_predictor(args.model, runtime)
     evaluation, skipped = evaluate_folder(images, predictor, valid_range)
     print(f"evaluated {len(evaluation.names)} of {len(images)} pairs in {time.perf_counter() - start:.1f} s on "
-          f"{runtime.device} ({runtime.precision})" + (", per image:" if evaluation.names else ""))
+          f"{predictor.runtime}" + (", per image:" if evaluation.names else ""))
     if evaluation.names:
         record = evaluation.record()
         with atomic_path(csv) as tmp:

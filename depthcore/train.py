@@ -213,11 +213,9 @@ def fit(
     if info.is_main:
         for i, record in enumerate(state.history):  # restored epochs: the last one with its grid
             log(record, grid() if i == len(state.history) - 1 else None)
-        write(f"training on {run.runtime.device} ({run.runtime.precision}), {info.world_size} process(es) x batch "
+        write(f"training on {run.runtime}, {info.world_size} process(es) x batch "
               f"{per_process_batch(t, info.world_size)}, {len(run.loader.dataset)} train / {len(run.val_set)} val "
               f"images, {len(run.loader)} steps per epoch")
-        if run.runtime.note:
-            write(f"precision: {run.runtime.note}")
     if t.epochs == 0:
         _validate_only(run, state, log, grid)
     for epoch in range(len(state.history), t.epochs):

@@ -164,3 +164,8 @@ def test_bf16_training_ends_within_2_percent_of_fp32(tmp_path, tiny_shards):
         shutil.rmtree(out)  # ~650 MB of weights and checkpoint
     assert final["bf16"] != final["fp32"]  # bf16 really ran
     assert abs(final["bf16"] - final["fp32"]) / final["fp32"] < 0.02
+
+
+def test_a_runtime_names_itself_as_the_logs_do():
+    assert str(Runtime(torch.device("cpu"), torch.bfloat16, True)) == "cpu (bf16)"
+    assert str(Runtime(torch.device("cpu"), None, False, note="onnxruntime")) == "cpu (fp32; onnxruntime)"
